@@ -1,0 +1,1 @@
+"""lskd_vision: image classification with the shared LS/KD loss math (lskd_fairseq.losses)."""
