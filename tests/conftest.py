@@ -1,0 +1,111 @@
+"""Shared fixtures: a small real corpus (Multi30k from ../shared/data) and tiny
+fairseq models trained on it for a few updates. Built once per test session.
+
+Fixtures:
+  nmt_data      -> Path of a data-bin (en->de, lowercased, whitespace tokens),
+                   with the raw text files beside it (train.en, train.de, ...)
+  nmt_teacher   -> Path of a teacher checkpoint trained with LS 0.1 on nmt_data
+  run_cli(...)  -> helper to run a console command with a clean environment
+"""
+
+import gzip
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "lskd_fairseq"
+SHARED_DATA = REPO.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+# A tiny transformer: fast enough for tests on two CPU cores.
+TINY_ARCH = (
+    "--arch transformer --encoder-layers 1 --decoder-layers 1 "
+    "--encoder-embed-dim 32 --decoder-embed-dim 32 "
+    "--encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 "
+    "--encoder-attention-heads 2 --decoder-attention-heads 2"
+).split()
+
+
+def cli_env():
+    env = dict(os.environ)
+    env["PYTHONWARNINGS"] = "ignore"
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def run_cli(args, cwd=None, check=True, timeout=600):
+    """Run a console script from the venv; return CompletedProcess with text output."""
+    args = [str(a) for a in args]
+    exe = BIN / args[0]
+    cmd = [str(exe) if exe.exists() else args[0]] + args[1:]
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n"
+            f"{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def _tokenize(line: str) -> str:
+    line = line.strip().lower()
+    return " ".join(re.sub(r"([.,!?;:\"()])", r" \1 ", line).split())
+
+
+def write_corpus(dest: Path, n_train: int = 1500, n_valid: int = 100, n_test: int = 100):
+    """Lowercased, whitespace-tokenized Multi30k subsets: train/valid/test .en/.de."""
+    src = SHARED_DATA / "multi30k"
+    if not src.is_dir():
+        pytest.skip(f"shared data not found at {src}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for split, name, n in (("train", "train", n_train), ("valid", "val", n_valid), ("test", "test_2016_flickr", n_test)):
+        for lang in ("en", "de"):
+            with gzip.open(src / f"{name}.{lang}.gz", "rt", encoding="utf-8") as f:
+                lines = [_tokenize(next(f)) for _ in range(n)]
+            (dest / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+def preprocess(text_dir: Path, dest: Path, extra=()):
+    run_cli(
+        [
+            "fairseq-preprocess", "--source-lang", "en", "--target-lang", "de",
+            "--trainpref", text_dir / "train", "--validpref", text_dir / "valid",
+            "--testpref", text_dir / "test", "--destdir", dest,
+            "--thresholdsrc", "2", "--thresholdtgt", "2", "--workers", "1", *extra,
+        ]
+    )
+    return dest
+
+
+def train_args(data, save_dir, max_update, *extra, seed=1):
+    return [
+        "fairseq-train", data, "--cpu", *TINY_ARCH,
+        "--optimizer", "adam", "--lr", "0.002", "--max-tokens", "1500",
+        "--max-update", str(max_update), "--save-dir", save_dir,
+        "--no-epoch-checkpoints", "--seed", str(seed),
+        "--log-format", "json", "--log-interval", "1", "--dropout", "0.1",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def nmt_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nmt")
+    text = write_corpus(root / "text")
+    return preprocess(text, root / "bin")
+
+
+@pytest.fixture(scope="session")
+def nmt_teacher(nmt_data, tmp_path_factory):
+    save = tmp_path_factory.mktemp("teacher")
+    run_cli(train_args(nmt_data, save, 40, "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"))
+    return save / "checkpoint_last.pt"
