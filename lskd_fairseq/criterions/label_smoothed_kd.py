@@ -7,6 +7,11 @@ teacher's distribution comes from the task (``--task translation_kd
 --teacher-path ...``), over the full vocabulary or its top-k tokens
 (``--kd-topk``, Tan et al. 2019). With ``--kd-alpha 0`` the teacher is not run
 and training is identical to fairseq's ``label_smoothed_cross_entropy``.
+
+With ``--teacher-cache DIR`` (made by ``lskd-teacher-cache`` over the gold
+training data) the teacher's top-k comes from the cache instead: batches carry
+it and ``get_teacher_outputs`` returns it through the task (``--kd-topk`` must
+be between 1 and the cache's k; the cache is checked when the criterion is built).
 """
 
 import math
@@ -85,6 +90,8 @@ class LabelSmoothedKDCriterion(FairseqCriterion):
                 "--criterion label_smoothed_kd with --kd-alpha > 0 needs a teacher: "
                 "use --task translation_kd --teacher-path CKPT (or --kd-alpha 0)"
             )
+        if kd_alpha > 0 and getattr(getattr(task, "cfg", None), "teacher_cache", ""):
+            task.require_teacher_cache(kd_topk, side="gold")
         self.sentence_avg = sentence_avg
         self.eps = label_smoothing
         self.ls_convention = str(ls_convention)

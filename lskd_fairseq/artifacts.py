@@ -1,0 +1,289 @@
+"""Offline teacher artifacts: fingerprints, atomic files and the top-k teacher cache.
+
+Two tools write artifacts that training reads later:
+
+* ``lskd-distill-data`` writes a distilled data-bin (see ``lskd_fairseq.distill``)
+  with a manifest ``<split>.distill.json``;
+* ``lskd-teacher-cache`` writes a top-k cache (this module's ``TopKCacheWriter``).
+
+Both record *fingerprints* of what they were made from (teacher checkpoint
+bytes, dictionaries, binarized data) so that training can refuse an artifact
+made for something else, with a clear message, before the first update.
+
+Top-k cache layout, for one split, in a directory ``DIR``::
+
+    DIR/<split>.topk.json      header (written last; "complete": true)
+    DIR/<split>.topk.ids       (n_tokens, k) token ids, uint16 (vocab <= 65536) else int32
+    DIR/<split>.topk.logits    (n_tokens, k) teacher logits, float16, descending per row
+    DIR/<split>.topk.offsets   (n_samples + 1,) int64 row offsets, indexed by sample id
+
+Rows ``offsets[i]:offsets[i+1]`` hold the target tokens of sample ``i`` (EOS
+included, as in fairseq's targets). With uint16 ids a token costs ``4 * k``
+bytes (plus 8 bytes per sentence for the offsets).
+"""
+
+import hashlib
+import json
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = "lskd-topk-cache"
+CACHE_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """An offline artifact that is missing, incomplete or made for something else."""
+
+
+# --------------------------------------------------------------------------- hashes
+
+
+def sha256_file(path: str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def teacher_fingerprint(paths: Sequence[str]) -> Dict[str, object]:
+    """SHA-256 of each teacher checkpoint's bytes and of the ensemble as a whole."""
+    files = [sha256_file(p) for p in paths]
+    return {"paths": [os.path.abspath(p) for p in paths], "sha256": files,
+            "ensemble_sha256": hashlib.sha256(":".join(files).encode()).hexdigest()}
+
+
+def dictionary_sha256(dictionary) -> str:
+    """Hash of a fairseq Dictionary's symbols, in order (specials included)."""
+    return hashlib.sha256("\n".join(dictionary.symbols).encode("utf-8")).hexdigest()
+
+
+def find_split_prefix(data: str, split: str, src: str, tgt: str) -> str:
+    """The file prefix fairseq uses for ``split`` (``data/split.src-tgt.``, either order)."""
+    for a, b in ((src, tgt), (tgt, src)):
+        prefix = os.path.join(data, f"{split}.{a}-{b}.")
+        if os.path.exists(prefix + src + ".bin") and os.path.exists(prefix + src + ".idx"):
+            return prefix
+    raise ArtifactError(
+        f"no binarized split {split!r} for {src}-{tgt} in {data} "
+        f"(expected {split}.{src}-{tgt}.{src}.bin/.idx, as fairseq-preprocess writes)"
+    )
+
+
+def data_fingerprint(data: str, split: str, src: str, tgt: str) -> Dict[str, object]:
+    """SHA-256 of a binarized split's files (source and target, .bin and .idx)."""
+    prefix = find_split_prefix(data, split, src, tgt)
+    h = hashlib.sha256()
+    for lang in (src, tgt):
+        for ext in ("idx", "bin"):
+            path = prefix + lang + "." + ext
+            if not os.path.exists(path):
+                raise ArtifactError(f"missing {path}")
+            h.update(sha256_file(path).encode())
+    return {"data": os.path.abspath(data), "split": split, "sha256": h.hexdigest()}
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Optional[dict]:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------- top-k cache
+
+
+def cache_paths(cache_dir: str, split: str) -> Dict[str, str]:
+    base = os.path.join(cache_dir, f"{split}.topk")
+    return {"header": base + ".json", "ids": base + ".ids", "logits": base + ".logits",
+            "offsets": base + ".offsets"}
+
+
+def id_dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
+
+
+class TopKCacheWriter:
+    """Writes a split's cache to temporary files, renamed into place by ``finish``."""
+
+    def __init__(self, cache_dir: str, split: str, target_sizes: np.ndarray, k: int, vocab_size: int):
+        os.makedirs(cache_dir, exist_ok=True)
+        self.paths = cache_paths(cache_dir, split)
+        # an older complete header must not describe the half-written files
+        if os.path.exists(self.paths["header"]):
+            os.remove(self.paths["header"])
+        sizes = np.asarray(target_sizes, dtype=np.int64)
+        self.offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.offsets[1:])
+        self.n_tokens = int(self.offsets[-1])
+        self.k = k
+        self.id_dtype = id_dtype_for(vocab_size)
+        shape = (max(1, self.n_tokens), k)
+        self._ids = np.memmap(self.paths["ids"] + ".tmp", dtype=self.id_dtype, mode="w+", shape=shape)
+        self._logits = np.memmap(self.paths["logits"] + ".tmp", dtype=np.float16, mode="w+", shape=shape)
+        self._written = np.zeros(len(sizes), dtype=bool)
+
+    def write(self, ids: Sequence[int], idx: torch.Tensor, vals: torch.Tensor, target_mask: torch.Tensor) -> None:
+        """Store a batch: ``idx``/``vals`` (B, T, k); ``target_mask`` (B, T) True on real tokens."""
+        idx = idx.detach().cpu()
+        vals = vals.detach().cpu()
+        target_mask = target_mask.cpu()
+        for b, sid in enumerate(ids):
+            m = target_mask[b]
+            lo, hi = self.offsets[sid], self.offsets[sid + 1]
+            if int(m.sum()) != hi - lo:
+                raise ArtifactError(
+                    f"sample {sid}: {int(m.sum())} target tokens, but the dataset's sizes say {hi - lo}"
+                )
+            self._ids[lo:hi] = idx[b][m].numpy().astype(self.id_dtype)
+            self._logits[lo:hi] = vals[b][m].float().numpy().astype(np.float16)
+            self._written[sid] = True
+
+    @property
+    def n_written(self) -> int:
+        return int(self._written.sum())
+
+    def finish(self, header: dict) -> dict:
+        if not self._written.all():
+            missing = np.flatnonzero(~self._written)
+            raise ArtifactError(f"{len(missing)} samples were not scored (first: {missing[:5].tolist()})")
+        self._ids.flush()
+        self._logits.flush()
+        del self._ids, self._logits
+        np.save(self.paths["offsets"] + ".tmp.npy", self.offsets)
+        os.replace(self.paths["offsets"] + ".tmp.npy", self.paths["offsets"])
+        os.replace(self.paths["ids"] + ".tmp", self.paths["ids"])
+        os.replace(self.paths["logits"] + ".tmp", self.paths["logits"])
+        total = sum(os.path.getsize(self.paths[p]) for p in ("ids", "logits", "offsets"))
+        header = dict(header)
+        header.update(
+            format=CACHE_FORMAT, version=CACHE_VERSION, k=self.k, id_dtype=self.id_dtype.name,
+            logit_dtype="float16", n_samples=len(self.offsets) - 1, n_tokens=self.n_tokens,
+            total_bytes=total, bytes_per_token=total / max(1, self.n_tokens), complete=True,
+        )
+        write_json_atomic(self.paths["header"], header)  # last: marks the cache complete
+        return header
+
+
+class TopKCache:
+    """Read side of a split's cache; memory-mapped, opened lazily (safe across fork)."""
+
+    def __init__(self, cache_dir: str, split: str):
+        self.cache_dir = cache_dir
+        self.split = split
+        self.paths = cache_paths(cache_dir, split)
+        header = read_json(self.paths["header"])
+        if header is None:
+            raise ArtifactError(
+                f"teacher cache {cache_dir} has no complete cache for split {split!r} "
+                f"({self.paths['header']} missing); make one with "
+                f"`lskd-teacher-cache DATA --split {split} --teacher-path T.pt --out {cache_dir}`"
+            )
+        if header.get("format") != CACHE_FORMAT or not header.get("complete"):
+            raise ArtifactError(f"{self.paths['header']} is not a complete lskd top-k cache header")
+        if header.get("version") != CACHE_VERSION:
+            raise ArtifactError(f"{self.paths['header']}: cache version {header.get('version')}, "
+                                f"this lskd reads version {CACHE_VERSION}; remake the cache")
+        self.header = header
+        self.k = int(header["k"])
+        self._mm = None
+
+    def _open(self):
+        if self._mm is None:
+            h = self.header
+            shape = (max(1, int(h["n_tokens"])), self.k)
+            ids = np.memmap(self.paths["ids"], dtype=np.dtype(h["id_dtype"]), mode="r", shape=shape)
+            logits = np.memmap(self.paths["logits"], dtype=np.float16, mode="r", shape=shape)
+            offsets = np.load(self.paths["offsets"], allow_pickle=False)
+            if len(offsets) != int(h["n_samples"]) + 1 or int(offsets[-1]) != int(h["n_tokens"]):
+                raise ArtifactError(f"teacher cache {self.cache_dir}/{self.split}: offsets disagree with header")
+            self._mm = (ids, logits, offsets)
+        return self._mm
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self._open()[2])
+
+    def lookup(self, ids: Sequence[int], target: torch.Tensor, pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Top-k ``(indices int64, logits float16)`` of shape (B, T, k) for a collated target."""
+        id_mm, logit_mm, offsets = self._open()
+        mask = target.ne(pad)
+        lens = mask.sum(1).tolist()
+        chunks = []
+        for b, sid in enumerate(ids):
+            lo, hi = int(offsets[sid]), int(offsets[sid + 1])
+            if hi - lo != lens[b]:
+                raise ArtifactError(
+                    f"teacher cache {self.cache_dir}/{self.split}: sample {sid} has {hi - lo} cached "
+                    f"tokens but its target has {lens[b]}; the cache was made for other data"
+                )
+            chunks.append(np.arange(lo, hi))
+        rows = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+        bsz, tlen = target.shape
+        out_idx = torch.full((bsz, tlen, self.k), pad, dtype=torch.long)
+        out_val = torch.zeros((bsz, tlen, self.k), dtype=torch.float16)
+        out_idx[mask] = torch.from_numpy(id_mm[rows].astype(np.int64))
+        out_val[mask] = torch.from_numpy(np.ascontiguousarray(logit_mm[rows]))
+        return out_idx, out_val
+
+    def check(self, *, topk: int, data_fp: Dict[str, object], src_dict_sha: str, tgt_dict_sha: str,
+              n_samples: int, teacher_fp: Optional[Dict[str, object]] = None, what: str = "") -> None:
+        """Refuse the cache, with a clear message, if it does not fit the training run."""
+        h = self.header
+        where = f"teacher cache {self.cache_dir} (split {self.split!r})"
+        if topk <= 0:
+            raise ArtifactError(
+                f"{where} holds the teacher's top-{self.k} tokens only; --kd-topk 0 (full vocabulary) "
+                f"cannot be served from it: use --kd-topk K with 1 <= K <= {self.k}"
+            )
+        if topk > self.k:
+            raise ArtifactError(
+                f"{where} was made with k={self.k}, smaller than the requested --kd-topk {topk}; "
+                f"use --kd-topk <= {self.k} or remake the cache with lskd-teacher-cache --k {topk}"
+            )
+        if h.get("tgt_dict_sha256") != tgt_dict_sha or h.get("src_dict_sha256") != src_dict_sha:
+            raise ArtifactError(
+                f"{where} was made with other dictionaries than this task's "
+                f"({h.get('data', {}).get('data')}); remake it for this data-bin"
+            )
+        if int(h["n_samples"]) != n_samples or h.get("data", {}).get("sha256") != data_fp["sha256"]:
+            raise ArtifactError(
+                f"{where} was made for other data: cache {h.get('data', {}).get('data')} split "
+                f"{h.get('data', {}).get('split')!r} with {h['n_samples']} samples / {h['n_tokens']} tokens, "
+                f"but {what or 'the training data'} is {data_fp['data']} split {data_fp['split']!r} with "
+                f"{n_samples} samples (content hashes differ); remake the cache for this data"
+            )
+        if teacher_fp is not None:
+            cached = h.get("teacher", {}).get("ensemble_sha256")
+            if cached != teacher_fp["ensemble_sha256"]:
+                raise ArtifactError(
+                    f"{where} was made by another teacher ({h.get('teacher', {}).get('paths')}) than "
+                    f"--teacher-path {teacher_fp['paths']} (checkpoint hashes differ)"
+                )
+
+
+__all__: List[str] = [
+    "ArtifactError", "TopKCache", "TopKCacheWriter", "cache_paths", "data_fingerprint",
+    "dictionary_sha256", "find_split_prefix", "read_json", "sha256_file", "teacher_fingerprint",
+    "write_json_atomic",
+]

@@ -1,0 +1,1 @@
+"""Console scripts of lskd (see setup.py's entry points)."""

@@ -1,0 +1,126 @@
+"""``lskd-teacher-cache``: store the teacher's top-k tokens and logits per target token.
+
+The teacher (one checkpoint or an ensemble, as in ``translation_kd``) runs with
+teacher forcing over a binarized split -- the gold data, or a distilled data-bin
+made by ``lskd-distill-data`` -- and for every target token (EOS included) its k
+most likely token ids and their logits (float16) are written to a memory-mapped
+file indexed by sample id. The layout and header are described in
+``lskd_fairseq.artifacts``. Train with it::
+
+    fairseq-train DATA --user-dir lskd_fairseq --task translation_kd --teacher-cache DIR \\
+        --criterion label_smoothed_kd --kd-topk K ...      # K <= k
+
+The cache is written under temporary names and its header, which marks it
+complete, last; an interrupted run leaves no usable cache, and a rerun starts over.
+"""
+
+import argparse
+import logging
+import sys
+import time
+
+import torch
+
+from lskd_fairseq import artifacts
+from lskd_fairseq.artifacts import ArtifactError
+
+logger = logging.getLogger("lskd.teacher_cache")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lskd-teacher-cache", description=__doc__.split("\n\n")[0])
+    p.add_argument("data", help="data-bin to score (gold, or a distilled data-bin)")
+    p.add_argument("--out", required=True, help="cache directory (one cache per split)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--teacher-path", required=True, help="teacher checkpoint(s), a.pt[:b.pt]")
+    p.add_argument("-k", "--k", type=int, default=8, help="tokens kept per position")
+    p.add_argument("-s", "--source-lang", default=None)
+    p.add_argument("-t", "--target-lang", default=None)
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--no-progress-bar", action="store_true")
+    return p
+
+
+def run(args) -> dict:
+    from tqdm import tqdm
+
+    from lskd_fairseq.distill import _setup_task
+    from lskd_fairseq.teacher import Teacher, split_paths
+
+    if args.k < 1:
+        raise ArtifactError(f"--k must be >= 1, got {args.k}")
+    task = _setup_task(args.data, args.source_lang, args.target_lang)
+    src, tgt = task.cfg.source_lang, task.cfg.target_lang
+    task.load_dataset(args.split)
+    ds = task.dataset(args.split)
+    if ds.tgt is None:
+        raise ArtifactError(f"split {args.split!r} of {args.data} has no target side to score")
+    vocab = len(task.tgt_dict)
+    if args.k > vocab:
+        raise ArtifactError(f"--k {args.k} is larger than the target vocabulary ({vocab})")
+    tpaths = split_paths(args.teacher_path)
+    teacher = Teacher.load(tpaths, task)
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    for m in teacher.models:
+        if args.fp16:
+            m.half()
+        if use_cuda:
+            m.cuda()
+    header = {
+        "teacher": artifacts.teacher_fingerprint(tpaths),
+        "data": artifacts.data_fingerprint(args.data, args.split, src, tgt),
+        "src_dict_sha256": artifacts.dictionary_sha256(task.src_dict),
+        "tgt_dict_sha256": artifacts.dictionary_sha256(task.tgt_dict),
+        "source_lang": src, "target_lang": tgt, "vocab_size": vocab, "fp16_teacher": bool(args.fp16),
+    }
+    writer = artifacts.TopKCacheWriter(args.out, args.split, ds.tgt_sizes, args.k, vocab)
+    indices = ds.ordered_indices()
+    batches = ds.batch_by_size(indices, max_tokens=args.max_tokens, max_sentences=args.batch_size,
+                               required_batch_size_multiple=1)
+    pad = task.tgt_dict.pad()
+    bar = tqdm(total=len(ds), unit="sent", desc=f"teacher cache {args.split}", disable=args.no_progress_bar,
+               file=sys.stderr, dynamic_ncols=True)
+    t0 = time.time()
+    from fairseq import utils
+
+    for batch in batches:
+        sample = ds.collater([ds[int(i)] for i in batch])
+        if use_cuda:
+            sample = utils.move_to_cuda(sample)
+        out = teacher.score(sample["net_input"], sample["target"], pad, topk=args.k)
+        idx, vals = out.dist
+        writer.write(sample["id"].tolist(), idx, vals, sample["target"].ne(pad))
+        bar.update(len(batch))
+    bar.close()
+    seconds = time.time() - t0
+    header["seconds"] = seconds
+    header = writer.finish(header)
+    print(
+        f"lskd-teacher-cache: split {args.split!r}: {header['n_samples']} sentences, {header['n_tokens']} "
+        f"tokens, k={header['k']} ({header['id_dtype']} ids + float16 logits): "
+        f"{header['total_bytes'] / 2**20:.2f} MiB, {header['bytes_per_token']:.2f} bytes/token "
+        f"({header['bytes_per_token'] / header['k']:.2f} bytes per token per k) in {seconds:.1f}s"
+    )
+    print(f"lskd-teacher-cache: wrote {artifacts.cache_paths(args.out, args.split)['header']}")
+    return header
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
+                        stream=sys.stderr)
+    args = get_parser().parse_args(argv)
+    from lskd_fairseq.teacher import TeacherError
+
+    try:
+        run(args)
+    except (ArtifactError, TeacherError) as e:
+        print(f"lskd-teacher-cache: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
