@@ -1,0 +1,424 @@
+"""Training and evaluation loops, checkpoint IO, teacher loading, model outputs.
+
+Reusable pieces for other tools (for example a stability CLI on top of
+``lskd_fairseq.metrics.StabilityMeter``):
+
+* ``iterate_outputs(model, loader)`` yields ``(logits, labels, features)`` per
+  batch, ``features`` being the penultimate activations (the classifier's input).
+* ``predict(model, loader)`` concatenates them into a dict with ``probs`` too.
+* ``load_checkpoint_model(path)`` rebuilds any lskd_vision checkpoint (teacher or
+  student) from its own config: ``model, config = load_checkpoint_model(path)``.
+
+Checkpoints are plain dicts of tensors, numbers, strings and lists, loadable
+with ``torch.load(path, weights_only=True)``; they are always read that way.
+"""
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lskd_fairseq.losses import ls_kd_loss
+from lskd_fairseq.metrics import CalibrationMeter
+
+from .models import build_model, penultimate_hook
+
+CHECKPOINT_FORMAT = "lskd_vision/1"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------ distributed helpers
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    if is_dist():
+        dist.all_reduce(t)
+    return t
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# ------------------------------------------------------------------ atomic IO
+def atomic_write_bytes(path: str, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj, path: str) -> None:
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def load_checkpoint(path: str) -> Dict:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot load checkpoint {path!r} (weights_only=True): {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
+        raise CheckpointError(
+            f"{path!r} is not an lskd_vision checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r})"
+        )
+    return ckpt
+
+
+def model_from_config(config: Dict) -> nn.Module:
+    return build_model(
+        config["arch"],
+        int(config["num_classes"]),
+        small_input=bool(config.get("small_input_stem", False)),
+        binary_weights=bool(config.get("binary_weights", True)),
+        img_size=int(config.get("img_size", 32)),
+    )
+
+
+def load_checkpoint_model(path: str, device="cpu") -> Tuple[nn.Module, Dict]:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    ckpt = load_checkpoint(path)
+    config = ckpt["config"]
+    model = model_from_config(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {path!r} do not fit arch {config['arch']!r}: {e}") from e
+    return model.to(device).eval(), config
+
+
+# ------------------------------------------------------------------ teachers
+class TeacherEnsemble(nn.Module):
+    """Frozen teacher(s). Several teachers: log of the mean of their softmaxes.
+
+    The returned tensor is used as the teacher's *logits* by ``kd_loss``; for one
+    teacher it is the teacher's logits. For an ensemble, ``log(mean_i softmax(z_i))``
+    is a valid logit vector whose softmax at T=1 is the averaged distribution
+    (at T != 1 the ensemble is still averaged at T=1 and then tempered).
+    """
+
+    def __init__(self, models: Sequence[nn.Module], configs: Sequence[Dict], paths: Sequence[str]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.configs = list(configs)
+        self.paths = list(paths)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # always eval: BN running stats, no dropout
+
+    @torch.no_grad()
+    def forward(self, x):
+        if len(self.models) == 1:
+            return self.models[0](x)
+        logp = torch.stack([F.log_softmax(m(x).float(), dim=-1) for m in self.models])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.models))
+
+
+def load_teachers(paths: Sequence[str], num_classes: int, class_names: Optional[List[str]] = None, device="cpu"):
+    """Load teacher checkpoints; refuse a class count that differs from the student's data."""
+    models, configs = [], []
+    for p in paths:
+        ckpt = load_checkpoint(p)
+        cfg = ckpt["config"]
+        if int(cfg["num_classes"]) != num_classes:
+            raise CheckpointError(
+                f"teacher {p!r} has {cfg['num_classes']} classes but the student's dataset has "
+                f"{num_classes}: a teacher must be trained on the same classes"
+            )
+        if class_names is not None and cfg.get("classes") and list(cfg["classes"]) != list(class_names):
+            raise CheckpointError(
+                f"teacher {p!r} was trained on classes {cfg['classes'][:5]}... in a different order or "
+                f"with different names than the student's dataset {class_names[:5]}..."
+            )
+        m = model_from_config(cfg)
+        try:
+            m.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"weights in teacher {p!r} do not fit arch {cfg['arch']!r}: {e}") from e
+        models.append(m)
+        configs.append(cfg)
+    return TeacherEnsemble(models, configs, paths).to(device)
+
+
+# ------------------------------------------------------------------ outputs
+def _autocast(device, enabled: bool):
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def iterate_outputs(
+    model: nn.Module, loader, device="cpu", amp: bool = False, features: bool = True
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
+    """Yield ``(logits, labels, penultimate_features)`` per batch, in eval mode, on CPU (float32)."""
+    was_training = model.training
+    model.eval()
+    ctx = penultimate_hook(model) if features else contextlib.nullcontext()
+    try:
+        with ctx as hook:
+            for x, y in loader:
+                x = x.to(device, non_blocking=True)
+                with _autocast(device, amp):
+                    logits = model(x)
+                f = hook.value.float().cpu() if features else None
+                yield logits.float().cpu(), y.cpu(), f
+    finally:
+        model.train(was_training)
+
+
+def predict(model: nn.Module, loader, device="cpu", amp: bool = False, features: bool = True) -> Dict[str, torch.Tensor]:
+    """All outputs of ``model`` over ``loader``: logits, probs, labels and (optionally) features."""
+    logits, labels, feats = [], [], []
+    for z, y, f in iterate_outputs(model, loader, device, amp, features):
+        logits.append(z)
+        labels.append(y)
+        if f is not None:
+            feats.append(f)
+    out = {"logits": torch.cat(logits), "labels": torch.cat(labels)}
+    out["probs"] = out["logits"].softmax(-1)
+    if features:
+        out["features"] = torch.cat(feats)
+    return out
+
+
+# ------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    device="cpu",
+    amp: bool = False,
+    teacher: Optional[nn.Module] = None,
+    epsilon: float = 0.0,
+    convention: str = "fairseq",
+    temperature: float = 1.0,
+    topk: int = 0,
+    shot_groups: Optional[Dict[str, List[int]]] = None,
+    num_bins: int = 15,
+) -> Dict:
+    """Top-1/top-5, mean loss parts, ECE, per-class and many/medium/few-shot accuracy.
+
+    Under DDP each rank evaluates its shard of ``loader`` and the sums are reduced,
+    so every rank returns the metrics of the whole split.
+    """
+    was_training = model.training
+    model.eval()
+    cal = CalibrationMeter(num_bins)
+    sums = torch.zeros(6, dtype=torch.float64)  # n, top1, top5, ls, nll, kd
+    correct = torch.zeros(num_classes, dtype=torch.float64)
+    count = torch.zeros(num_classes, dtype=torch.float64)
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(x)
+            t_logits = teacher(x) if teacher is not None else None
+        logits = logits.float()
+        lprobs = F.log_softmax(logits, dim=-1)
+        _, parts = ls_kd_loss(
+            lprobs, y, epsilon, student_logits=logits,
+            teacher=None if t_logits is None else t_logits.float(),
+            alpha=1.0 if t_logits is not None else 0.0,
+            temperature=temperature, topk=topk, convention=convention,
+        )
+        k = min(5, num_classes)
+        top = logits.topk(k, dim=-1).indices
+        hit1 = top[:, 0].eq(y)
+        hitk = top.eq(y[:, None]).any(-1)
+        sums += torch.tensor(
+            [y.numel(), hit1.sum().item(), hitk.sum().item(), parts["ls_loss"].item(),
+             parts["nll_loss"].item(), parts["kd_loss"].item()], dtype=torch.float64)
+        count.index_add_(0, y.cpu(), torch.ones(y.numel(), dtype=torch.float64))
+        correct.index_add_(0, y.cpu(), hit1.cpu().double())
+        cal.update(lprobs.exp().cpu(), y.cpu())
+    model.train(was_training)
+    for t in (sums, correct, count, cal.count, cal.correct, cal.confidence):
+        all_reduce_(t)
+    n = float(sums[0])
+    if n == 0:
+        raise ValueError("evaluation split is empty")
+    c = cal.compute()
+    per_class = [(float(a) / float(b)) if b > 0 else None for a, b in zip(correct, count)]
+    out = {
+        "num_images": int(n),
+        "top1": 100.0 * float(sums[1]) / n,
+        "top5": 100.0 * float(sums[2]) / n,
+        "ls_loss": float(sums[3]) / n,
+        "nll_loss": float(sums[4]) / n,
+        "ece": c["ece"],
+        "mean_confidence": c["mean_confidence"],
+        "reliability": {k: c[k] for k in ("bin_edges", "bin_accuracy", "bin_confidence", "bin_count")},
+        "per_class_top1": [None if a is None else 100.0 * a for a in per_class],
+    }
+    if teacher is not None:
+        out["kd_loss"] = float(sums[5]) / n
+    if shot_groups is not None:
+        for g, classes in shot_groups.items():
+            tot = sum(float(count[i]) for i in classes)
+            out[f"{g}_shot_top1"] = 100.0 * sum(float(correct[i]) for i in classes) / tot if tot else None
+            out[f"{g}_shot_classes"] = len(classes)
+    return out
+
+
+# ------------------------------------------------------------------ training
+class LRSchedule:
+    """Per-iteration learning rate: linear warm-up then cosine, linear, step or constant."""
+
+    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0, kind: str = "cosine",
+                 min_lr: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1):
+        self.base_lr, self.total, self.warmup, self.kind = base_lr, max(1, total_steps), warmup_steps, kind
+        self.min_lr, self.milestones, self.gamma = min_lr, list(milestones), gamma
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        if self.kind == "constant":
+            return self.base_lr
+        if self.kind == "step":
+            return self.base_lr * self.gamma ** sum(step >= m for m in self.milestones)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.kind == "cosine":
+            return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        if self.kind == "linear":
+            return self.min_lr + (self.base_lr - self.min_lr) * (1 - progress)
+        raise ValueError(f"unknown schedule {self.kind!r}")
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    lr_at,
+    start_step: int,
+    device="cpu",
+    teacher: Optional[nn.Module] = None,
+    epsilon: float = 0.0,
+    convention: str = "fairseq",
+    alpha: float = 0.0,
+    temperature: float = 1.0,
+    topk: int = 0,
+    scaler=None,
+    amp: bool = False,
+    clip_grad: float = 0.0,
+    progress=None,
+) -> Dict:
+    """One pass over ``loader``; the loss is ``ls_kd_loss`` divided by the local batch size."""
+    model.train()
+    sums = torch.zeros(6, dtype=torch.float64)  # n, loss, ls, nll, kd, top1
+    step = start_step
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        lr = lr_at(step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        with _autocast(device, amp):
+            t_logits = None
+            if teacher is not None and alpha > 0:
+                with torch.no_grad():
+                    t_logits = teacher(x)
+            logits = model(x)
+        logits = logits.float()
+        lprobs = F.log_softmax(logits, dim=-1)
+        loss_sum, parts = ls_kd_loss(
+            lprobs, y, epsilon, student_logits=logits,
+            teacher=None if t_logits is None else t_logits.float(),
+            alpha=alpha, temperature=temperature, topk=topk, convention=convention,
+        )
+        bsz = y.numel()
+        loss = loss_sum / bsz
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            optimizer.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate")
+        sums += torch.tensor(
+            [bsz, loss_sum.item(), parts["ls_loss"].item(), parts["nll_loss"].item(),
+             parts["kd_loss"].item(), logits.argmax(-1).eq(y).sum().item()], dtype=torch.float64)
+        step += 1
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{sums[1] / sums[0]:.4f}", lr=f"{lr:.3g}", refresh=False)
+    all_reduce_(sums)
+    n = max(1.0, float(sums[0]))
+    return {
+        "num_images": int(sums[0]),
+        "loss": float(sums[1]) / n,
+        "ls_loss": float(sums[2]) / n,
+        "nll_loss": float(sums[3]) / n,
+        "kd_loss": float(sums[4]) / n,
+        "top1": 100.0 * float(sums[5]) / n,
+        "steps": step - start_step,
+    }
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "TeacherEnsemble",
+    "atomic_save",
+    "atomic_write_json",
+    "atomic_write_text",
+    "evaluate",
+    "iterate_outputs",
+    "load_checkpoint",
+    "load_checkpoint_model",
+    "load_teachers",
+    "model_from_config",
+    "predict",
+    "train_one_epoch",
+    "LRSchedule",
+]

@@ -1,0 +1,554 @@
+"""lskd-vision-train: train image classifiers with label smoothing and/or knowledge distillation.
+
+Teacher (cross-entropy, or label smoothing with either convention)::
+
+    lskd-vision-train ../shared/data/cifar10/cifar10_jpg.tar.gz --model resnet20 \\
+        --label-smoothing 0.1 --output runs/teacher_ls
+
+Student distilled at the paper's setting (alpha=1: no hard-label term, T=1)::
+
+    lskd-vision-train DATA --model resnet8 --teacher runs/teacher_ls/checkpoint_best.pt \\
+        --paper-kd --output runs/student
+
+``--teacher`` may be given several checkpoints (an ensemble: the mean of their
+softmaxes). Multi-process training: ``torchrun --nproc_per_node N -m lskd_vision.train ...``
+(``--batch-size`` is per process). Outputs in ``--output``: ``config.json``,
+``checkpoint_last.pt``, ``checkpoint_best.pt`` (chosen on the validation split
+carved from the training data), ``metrics.csv`` (one row per epoch) and
+``metrics.json`` (the best checkpoint on the validation and test splits).
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from . import data as D
+from .binary import set_binary_weights
+from .engine import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    LRSchedule,
+    all_reduce_,
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    evaluate,
+    is_dist,
+    load_checkpoint,
+    load_teachers,
+    model_from_config,
+    train_one_epoch,
+    unwrap,
+)
+from .models import UnknownArchitectureError, check_arch
+
+CSV_COLUMNS = [
+    "epoch", "lr", "train_loss", "train_ls_loss", "train_nll_loss", "train_kd_loss", "train_top1",
+    "val_top1", "val_top5", "val_nll_loss", "val_ece", "binary_weights", "epoch_time_s",
+]
+
+# config keys that must agree between a run and the checkpoint it resumes
+RESUME_KEYS = [
+    "arch", "num_classes", "classes", "small_input_stem", "label_smoothing", "ls_convention",
+    "teachers", "kd_alpha", "kd_temperature", "kd_topk", "epochs", "batch_size", "world_size",
+    "opt", "lr", "weight_decay", "sched", "warmup_epochs", "seed", "split_seed", "val_fraction",
+    "imbalance_factor", "train_per_class", "binary_step", "img_size", "input_style", "augment",
+]
+
+
+class UsageError(ValueError):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lskd-vision-train",
+        description="Train an image classifier with label smoothing and/or knowledge distillation "
+        "(lskd; Shen et al., ICLR 2021).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data", help="dataset: a folder with train/ and val/ or test/ (<class>/<image>), "
+                   "a CUB-200-2011 folder, or a .tar(.gz) of such a layout (e.g. cifar10_jpg.tar.gz)")
+    p.add_argument("--output", "-o", required=True, help="run folder for checkpoints, config and metrics")
+
+    g = p.add_argument_group("Dataset")
+    g.add_argument("--cache-dir", default=None,
+                   help="where archives are extracted (default: $XDG_CACHE_HOME/lskd or ~/.cache/lskd)")
+    g.add_argument("--test-split", default="auto",
+                   help="held-out folder that is only reported: auto (test/ if present, else val/), a name, or none")
+    g.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of each training class carved out (seeded) to choose the best checkpoint; "
+                   "0 = no validation split, the last epoch is kept")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve and of subsets")
+    g.add_argument("--train-per-class", type=int, default=0,
+                   help="keep at most N training images per class (seeded; after the validation carve); 0 = all")
+    g.add_argument("--imbalance-factor", type=float, default=1.0,
+                   help="long-tailed training set: keep n_max * F^(-c/(C-1)) images of class c (seeded); 1 = off")
+    g.add_argument("--shot-thresholds", type=int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
+                   help="many-shot: > MANY training images; few-shot: < FEW; medium otherwise")
+    g.add_argument("--input-style", choices=["auto", "cifar", "imagenet"], default="auto",
+                   help="augmentation/normalisation; auto: cifar for images up to 64 px, else imagenet")
+    g.add_argument("--img-size", type=int, default=0, help="input size (0: the images' own size for cifar style, 224 for imagenet)")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip")
+    g.add_argument("--cache-images", choices=["auto", "yes", "no"], default="auto",
+                   help="decode all images into RAM once (auto: if images are at most 64 px and under 200k)")
+    g.add_argument("--verify-images", choices=["auto", "all", "none"], default="auto",
+                   help="decode every image before training (auto: if there are at most 100k)")
+    g.add_argument("--workers", "-j", type=int, default=2, help="data-loading processes per training process")
+
+    g = p.add_argument_group("Model")
+    g.add_argument("--model", "--arch", dest="arch", default="resnet20",
+                   help="torchvision name (resnet18, resnet50, mobilenet_v2, ...), CIFAR ResNet "
+                   "(resnet20, resnet56, resnet8x4, resnet32x4, ...), reactnet18 or mlp")
+    g.add_argument("--small-input-stem", action="store_true",
+                   help="3x3 stride-1 stem without max-pool for torchvision ResNets / reactnet18 on small images")
+    g.add_argument("--init-from", default=None,
+                   help="initialise the weights from an lskd_vision checkpoint (e.g. binary step 1 for step 2)")
+    g.add_argument("--binary-step", choices=["1", "2", "two-step"], default=None,
+                   help="reactnet18 only: 1 = binary activations, real weights; 2 = binary weights too; "
+                   "two-step = step 1 for --step1-epochs then step 2 (fresh optimizer and schedule)")
+    g.add_argument("--step1-epochs", type=int, default=0, help="two-step: epochs of step 1 (default: half)")
+
+    g = p.add_argument_group("Loss: label smoothing and distillation")
+    g.add_argument("--label-smoothing", "--smoothing", type=float, default=0.0, help="LS epsilon")
+    g.add_argument("--ls-convention", choices=["fairseq", "uniform"], default="fairseq",
+                   help="fairseq: gold 1-eps, others eps/(K-1); uniform: eps/K everywhere (torchvision/timm)")
+    g.add_argument("--teacher", nargs="+", default=None, metavar="CKPT",
+                   help="teacher checkpoint(s) from lskd-vision-train; several = ensemble (mean softmax)")
+    g.add_argument("--kd-alpha", type=float, default=None,
+                   help="weight of the KD term: (1-a)*LS-NLL + a*KD (default 1 with --teacher, else 0)")
+    g.add_argument("--kd-temperature", type=float, default=1.0, help="KD temperature T (loss has the T^2 factor)")
+    g.add_argument("--kd-topk", type=int, default=0, help="distil the teacher's top-k classes only; 0 = all")
+    g.add_argument("--paper-kd", action="store_true",
+                   help="Shen et al.'s setting: alpha=1 (soft labels only, no hard-label term), T=1, all classes")
+
+    g = p.add_argument_group("Optimizer and schedule")
+    g.add_argument("--epochs", type=int, default=200)
+    g.add_argument("--batch-size", "-b", type=int, default=128, help="per process")
+    g.add_argument("--eval-batch-size", type=int, default=0, help="default: 2x --batch-size")
+    g.add_argument("--opt", choices=["sgd", "adam", "adamw"], default="sgd")
+    g.add_argument("--lr", type=float, default=None, help="default 0.1 for sgd, 1e-3 for adam(w)")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--nesterov", action="store_true")
+    g.add_argument("--weight-decay", "--wd", type=float, default=5e-4)
+    g.add_argument("--sched", choices=["cosine", "linear", "step", "constant"], default="cosine")
+    g.add_argument("--warmup-epochs", type=float, default=0.0)
+    g.add_argument("--min-lr", type=float, default=0.0)
+    g.add_argument("--decay-milestones", type=int, nargs="*", default=[], help="step schedule: epochs")
+    g.add_argument("--decay-rate", type=float, default=0.1, help="step schedule factor")
+    g.add_argument("--clip-grad", type=float, default=0.0, help="gradient-norm clip; 0 = off")
+
+    g = p.add_argument_group("Run")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue from OUTPUT/checkpoint_last.pt (or the given checkpoint)")
+    g.add_argument("--overwrite", action="store_true", help="allow reusing an output folder that holds a run")
+    g.add_argument("--stop-after", type=int, default=0,
+                   help="stop after this many epochs of this process (checkpoint kept; continue with --resume)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast + grad scaling; CUDA only)")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads per process; 0 = torch's default")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (it is shown only when stderr is a terminal)")
+    return p
+
+
+# ------------------------------------------------------------------ checks
+def resolve_args(args) -> None:
+    """Fill derived defaults and refuse contradictory options (before any data is read)."""
+    check_arch(args.arch)
+    if args.paper_kd:
+        if not args.teacher:
+            raise UsageError("--paper-kd needs --teacher CKPT")
+        if args.kd_alpha not in (None, 1.0) or args.kd_temperature != 1.0 or args.kd_topk != 0:
+            raise UsageError("--paper-kd means alpha=1, T=1, all classes; drop --kd-alpha/--kd-temperature/--kd-topk")
+        args.kd_alpha = 1.0
+    if args.kd_alpha is None:
+        args.kd_alpha = 1.0 if args.teacher else 0.0
+    if not 0.0 <= args.kd_alpha <= 1.0:
+        raise UsageError(f"--kd-alpha must be in [0, 1], got {args.kd_alpha}")
+    if args.kd_alpha > 0 and not args.teacher:
+        raise UsageError("--kd-alpha > 0 needs --teacher CKPT")
+    if args.teacher and args.kd_alpha == 0:
+        raise UsageError("--teacher given with --kd-alpha 0: the teacher would be unused")
+    if args.kd_temperature <= 0:
+        raise UsageError(f"--kd-temperature must be > 0, got {args.kd_temperature}")
+    if args.kd_topk < 0:
+        raise UsageError("--kd-topk must be >= 0")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.imbalance_factor < 1.0:
+        raise UsageError(f"--imbalance-factor must be >= 1 (1 = balanced), got {args.imbalance_factor}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.binary_step is not None and args.arch != "reactnet18":
+        raise UsageError("--binary-step applies to --model reactnet18 only")
+    if args.arch == "reactnet18" and args.binary_step is None:
+        args.binary_step = "two-step"
+    if args.binary_step == "two-step":
+        if args.epochs < 2:
+            raise UsageError("--binary-step two-step needs --epochs >= 2")
+        if args.step1_epochs <= 0:
+            args.step1_epochs = args.epochs // 2
+        if not 0 < args.step1_epochs < args.epochs:
+            raise UsageError("--step1-epochs must be between 1 and --epochs - 1")
+    if args.epochs < 1 or args.batch_size < 1:
+        raise UsageError("--epochs and --batch-size must be positive")
+    if args.lr is None:
+        args.lr = 0.1 if args.opt == "sgd" else 1e-3
+    for path in (args.teacher or []) + ([args.init_from] if args.init_from else []):
+        if not os.path.isfile(path):
+            raise UsageError(f"checkpoint {path!r} does not exist")
+    if args.eval_batch_size <= 0:
+        args.eval_batch_size = 2 * args.batch_size
+
+
+def _device(spec: str, local_rank: int) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def log(msg: str) -> None:
+    if (dist.get_rank() if is_dist() else 0) == 0:
+        print(msg, flush=True)
+
+
+def _binary_weights_at(args, epoch: int) -> Optional[bool]:
+    if args.arch != "reactnet18":
+        return None
+    if args.binary_step == "1":
+        return False
+    if args.binary_step == "2":
+        return True
+    return epoch >= args.step1_epochs
+
+
+def _stage(args, epoch: int):
+    """(first epoch, number of epochs) of the schedule stage holding ``epoch``."""
+    if args.arch == "reactnet18" and args.binary_step == "two-step":
+        return (0, args.step1_epochs) if epoch < args.step1_epochs else (args.step1_epochs, args.epochs - args.step1_epochs)
+    return 0, args.epochs
+
+
+def _make_optimizer(args, model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.opt == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
+                               weight_decay=args.weight_decay)
+    cls = torch.optim.Adam if args.opt == "adam" else torch.optim.AdamW
+    return cls(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def _write_csv(path: str, history: List[Dict]) -> None:
+    lines = [",".join(CSV_COLUMNS)]
+    for row in history:
+        vals = []
+        for c in CSV_COLUMNS:
+            v = row.get(c)
+            vals.append("" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)))
+        lines.append(",".join(vals))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------ data
+def prepare_data(args, rank: int, world: int):
+    splits = D.find_splits(args.data, cache_dir=args.cache_dir, test_split=args.test_split)
+    train, test = splits.train, splits.test
+    val = None
+    if args.val_fraction > 0:
+        train, val = D.carve_val(train, args.val_fraction, args.split_seed)
+    if args.train_per_class > 0:
+        train = D.per_class_subset(train, args.train_per_class, args.split_seed)
+    if args.imbalance_factor > 1.0:
+        train = D.long_tail(train, args.imbalance_factor, args.split_seed)
+    counts = train.counts()
+    n_total = len(train) + (len(val) if val else 0) + (len(test) if test else 0)
+    w, h = D.image_size(train.samples[0][0])
+    cache = args.cache_images == "yes" or (args.cache_images == "auto" and max(w, h) <= 64 and n_total <= 200_000)
+    # decoding into the RAM cache reads every image anyway, with the same clear error
+    if not cache and (args.verify_images == "all" or (args.verify_images == "auto" and n_total <= 100_000)):
+        for s in (train, val, test):
+            if s is not None:
+                D.verify_images(s)
+    style = args.input_style
+    if style == "auto":
+        style = "cifar" if max(w, h) <= 64 else "imagenet"
+    if args.img_size <= 0:
+        args.img_size = max(w, h) if style == "cifar" else 224
+    args.input_style = style
+    tr_tf, ev_tf = D.build_transforms(style, args.img_size, augment=args.augment)
+    ds = {"train": D.ImageDataset(train, tr_tf, cache=cache)}
+    if val is not None:
+        ds["val"] = D.ImageDataset(val, ev_tf, cache=cache)
+    if test is not None:
+        ds["test"] = D.ImageDataset(test, ev_tf, cache=cache)
+    info = {
+        "layout": splits.layout,
+        "root": splits.root,
+        "classes": train.classes,
+        "num_classes": len(train.classes),
+        "train_counts": counts,
+        "sizes": {k: len(v) for k, v in ds.items()},
+        "cached_in_ram": cache,
+        "notes": splits.notes,
+    }
+    return ds, info
+
+
+def _loaders(args, ds, rank, world, device):
+    pin = device.type == "cuda"
+    sampler = torch.utils.data.DistributedSampler(
+        ds["train"], num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=False
+    )
+    if len(sampler) < args.batch_size:
+        raise D.DatasetError(
+            f"the training split has {len(ds['train'])} images: fewer than one batch of "
+            f"{args.batch_size} per process; lower --batch-size"
+        )
+    train = torch.utils.data.DataLoader(
+        ds["train"], batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+        pin_memory=pin, drop_last=True,
+    )
+    ev = {}
+    for k in ("val", "test"):
+        if k in ds:
+            ev[k] = torch.utils.data.DataLoader(
+                ds[k], batch_size=args.eval_batch_size, sampler=D.ShardSampler(len(ds[k]), rank, world),
+                num_workers=args.workers, pin_memory=pin,
+            )
+    return sampler, train, ev
+
+
+# ------------------------------------------------------------------ main
+def _setup_distributed():
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def run(args) -> Dict:
+    resolve_args(args)
+    rank, world, local_rank = _setup_distributed()
+    device = _device(args.device, local_rank)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    amp = bool(args.amp and device.type == "cuda")
+    if args.amp and not amp:
+        log("note: --amp is CUDA-only; training in float32")
+    out = args.output
+    last_path = os.path.join(out, "checkpoint_last.pt")
+    best_path = os.path.join(out, "checkpoint_best.pt")
+    resume_path = None
+    if args.resume:
+        resume_path = last_path if args.resume == "auto" else args.resume
+        if not os.path.isfile(resume_path):
+            if args.resume == "auto":
+                log(f"--resume: no {last_path}; starting from scratch")
+                resume_path = None
+            else:
+                raise UsageError(f"--resume checkpoint {resume_path!r} does not exist")
+    elif os.path.exists(last_path) and not args.overwrite:
+        raise UsageError(f"{out!r} already holds a run (checkpoint_last.pt); use --resume, --overwrite or another --output")
+
+    # data, then teacher and model: every refusal happens before training starts
+    ds, info = prepare_data(args, rank, world)
+    num_classes = info["num_classes"]
+    teacher = None
+    if args.teacher:
+        teacher = load_teachers(args.teacher, num_classes, info["classes"], device=device)
+        for tc in teacher.configs:
+            if tc.get("img_size") not in (None, args.img_size) or tc.get("input_style") not in (None, args.input_style):
+                log(f"warning: a teacher was trained on {tc.get('input_style')} inputs of size {tc.get('img_size')}, "
+                    f"the student uses {args.input_style} inputs of size {args.img_size}")
+
+    config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "stop_after", "progress", "workers", "device")}
+    config.update({
+        "format": CHECKPOINT_FORMAT,
+        "num_classes": num_classes,
+        "classes": info["classes"],
+        "small_input_stem": bool(args.small_input_stem),
+        "binary_weights": _binary_weights_at(args, args.epochs - 1) if args.arch == "reactnet18" else None,
+        "teachers": [os.path.abspath(t) for t in args.teacher] if args.teacher else [],
+        "world_size": world,
+        "data": os.path.abspath(args.data),
+        "dataset": {k: v for k, v in info.items() if k != "classes"},
+    })
+    config.pop("teacher", None)
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    model = model_from_config(config).to(device)
+    if args.init_from:
+        ck = load_checkpoint(args.init_from)
+        if int(ck["config"]["num_classes"]) != num_classes or ck["config"]["arch"] != args.arch:
+            raise CheckpointError(f"--init-from {args.init_from!r} is a {ck['config']['arch']} with "
+                                  f"{ck['config']['num_classes']} classes, not a {args.arch} with {num_classes}")
+        model.load_state_dict(ck["model"])
+
+    sampler, train_loader, eval_loaders = _loaders(args, ds, rank, world, device)
+    steps_per_epoch = len(train_loader)
+
+    start_epoch, best, best_epoch, history = 0, -1.0, -1, []
+    ckpt = None
+    if resume_path:
+        ckpt = load_checkpoint(resume_path)
+        old = ckpt["config"]
+        diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+        if diff:
+            raise UsageError(f"cannot resume {resume_path!r}: options differ from the checkpoint's: "
+                             + ", ".join(f"{k} ({old.get(k)!r} -> {config.get(k)!r})" for k in diff))
+        model.load_state_dict(ckpt["model"])
+        start_epoch, best, best_epoch = int(ckpt["epoch"]), float(ckpt["best"]), int(ckpt["best_epoch"])
+        history = list(ckpt["history"])
+        log(f"resumed from {resume_path} after epoch {start_epoch}")
+
+    bw = _binary_weights_at(args, start_epoch)
+    if bw is not None:
+        set_binary_weights(model, bw)
+    if world > 1:
+        if args.sync_bn and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = _make_optimizer(args, model)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+    ckpt = None
+
+    if rank == 0:
+        os.makedirs(out, exist_ok=True)
+        atomic_write_json(os.path.join(out, "config.json"), config)
+    log(f"lskd-vision-train: {args.arch}, {num_classes} classes, train {info['sizes'].get('train')} / "
+        f"val {info['sizes'].get('val', 0)} / test {info['sizes'].get('test', 0)} images, {world} process(es) on {device}, "
+        f"loss: (1-{args.kd_alpha})*LS({args.label_smoothing}, {args.ls_convention}) + {args.kd_alpha}*KD(T={args.kd_temperature}"
+        f"{', top-' + str(args.kd_topk) if args.kd_topk else ''}) from {len(args.teacher or [])} teacher(s)")
+
+    shots = D.shot_groups(info["train_counts"], *args.shot_thresholds)
+    loss_kw = dict(epsilon=args.label_smoothing, convention=args.ls_convention,
+                   temperature=args.kd_temperature, topk=args.kd_topk)
+    t_start = time.time()
+    epochs_run = 0
+    for epoch in range(start_epoch, args.epochs):
+        if args.stop_after and epochs_run >= args.stop_after:
+            log(f"stopping after {epochs_run} epoch(s) as asked (--stop-after); continue with --resume")
+            if is_dist():
+                dist.destroy_process_group()
+            return {"stopped_after_epoch": epoch}
+        t0 = time.time()
+        bw = _binary_weights_at(args, epoch)
+        if args.binary_step == "two-step" and epoch == args.step1_epochs:
+            # two-step schedule: step 2 begins with binary weights and a fresh optimizer
+            set_binary_weights(model, True)
+            optimizer = _make_optimizer(args, model)
+            log(f"epoch {epoch}: binary step 2 (binary weights), fresh optimizer")
+        stage_start, stage_epochs = _stage(args, epoch)
+        sched = LRSchedule(args.lr, stage_epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch),
+                           args.sched, args.min_lr, [m * steps_per_epoch for m in args.decay_milestones], args.decay_rate)
+        base_step = stage_start * steps_per_epoch
+        # randomness of an epoch depends only on (seed, epoch, rank): resuming reproduces it
+        torch.manual_seed(args.seed + 1000 * epoch + 1_000_003 * rank)
+        random.seed(args.seed + 1000 * epoch + rank)
+        sampler.set_epoch(epoch)
+        bar = None
+        if args.progress and rank == 0 and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
+                           dynamic_ncols=True, mininterval=1.0)
+            except ImportError:
+                bar = None
+        tr = train_one_epoch(model, train_loader, optimizer, lambda s: sched(s - base_step), epoch * steps_per_epoch,
+                             device, teacher, alpha=args.kd_alpha, scaler=scaler, amp=amp,
+                             clip_grad=args.clip_grad, progress=bar, **loss_kw)
+        if bar is not None:
+            bar.close()
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "binary_weights": bw,
+               **{f"train_{k}": tr[k] for k in ("loss", "ls_loss", "nll_loss", "kd_loss", "top1")}}
+        metric = None
+        if "val" in eval_loaders:
+            ev = evaluate(model, eval_loaders["val"], num_classes, device, amp, **loss_kw,
+                          teacher=None, shot_groups=None)
+            row.update({"val_top1": ev["top1"], "val_top5": ev["top5"], "val_nll_loss": ev["nll_loss"], "val_ece": ev["ece"]})
+            metric = ev["top1"]
+        row["epoch_time_s"] = time.time() - t0
+        history.append(row)
+        is_best = metric is None or metric > best
+        if is_best:
+            best, best_epoch = (metric if metric is not None else -1.0), epoch + 1
+        if rank == 0:
+            state = unwrap(model).state_dict()
+            cfg_now = dict(config, binary_weights=bw)
+            atomic_save({
+                "format": CHECKPOINT_FORMAT, "model": state, "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {}, "epoch": epoch + 1,
+                "best": best, "best_epoch": best_epoch, "history": history, "config": cfg_now,
+            }, last_path)
+            if is_best:
+                atomic_save({"format": CHECKPOINT_FORMAT, "model": state, "epoch": epoch + 1,
+                             "val_top1": metric, "config": cfg_now}, best_path)
+            _write_csv(os.path.join(out, "metrics.csv"), history)
+        log(f"epoch {epoch + 1}/{args.epochs} lr {row['lr']:.4g} train loss {tr['loss']:.4f} "
+            f"(ls {tr['ls_loss']:.4f} nll {tr['nll_loss']:.4f} kd {tr['kd_loss']:.4f}) top1 {tr['top1']:.2f} | "
+            + (f"val top1 {row['val_top1']:.2f} ece {row['val_ece']:.4f} | " if metric is not None else "")
+            + f"{row['epoch_time_s']:.1f}s")
+        epochs_run += 1
+    train_time = time.time() - t_start
+
+    # final report: the best checkpoint (chosen on val) on val and test
+    if is_dist():
+        dist.barrier()
+    best_ckpt = load_checkpoint(best_path)
+    final = model_from_config(best_ckpt["config"]).to(device)
+    final.load_state_dict(best_ckpt["model"])
+    results = {"best_epoch": best_ckpt["epoch"], "epochs": args.epochs,
+               "selected_on": "val top1" if "val" in eval_loaders else "last epoch (no validation split)",
+               "train_time_s": train_time, "train_last_epoch": {k: v for k, v in history[-1].items()} if history else None,
+               "dataset": config["dataset"], "config": config}
+    for k, loader in eval_loaders.items():
+        results[k] = evaluate(final, loader, num_classes, device, amp, teacher=teacher, shot_groups=shots, **loss_kw)
+    if rank == 0:
+        atomic_write_json(os.path.join(out, "metrics.json"), results)
+        summary = ", ".join(f"{k} top1 {results[k]['top1']:.2f} top5 {results[k]['top5']:.2f} ece {results[k]['ece']:.4f}"
+                            for k in eval_loaders)
+        log(f"done in {train_time:.0f}s; best epoch {results['best_epoch']}: {summary}; {out}/metrics.json")
+    if is_dist():
+        dist.destroy_process_group()
+    return results
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (UsageError, UnknownArchitectureError, D.DatasetError, CheckpointError) as e:
+        print(f"lskd-vision-train: error: {e}", file=sys.stderr, flush=True)
+        if is_dist():
+            dist.destroy_process_group()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
