@@ -1,0 +1,632 @@
+"""The study's analysis and report: stability of every model, figures, report.md.
+
+Reads what the runs left (lskd-vision-train's metrics.json/metrics.csv, the
+recipe's results/*.json and training logs), measures 1-S and ECE with
+``lskd_fairseq.analysis.stability``, draws the figures with
+``lskd_fairseq.analysis.plots`` and writes ``report.md`` with every table next
+to the paper's numbers (``paper_numbers``) and a verdict per claim.
+
+Verdict rules (one seed per setting, so noise estimates are rough):
+
+* accuracy differences are compared with two binomial standard errors of the
+  difference, ``2 * sqrt(p1(1-p1)/n + p2(1-p2)/n)`` on the test set;
+* BLEU differences under 0.5 are treated as noise (a usual seed-to-seed spread
+  for 1,000 test sentences);
+* 1-S and ECE comparisons also count how many classes (1-S) agree;
+* at smoke scale every verdict is "inconclusive at this scale".
+"""
+
+import glob
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import figures as F
+from . import paper_numbers as PN
+from . import plots as P
+from . import study_plan as SP
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive at this scale"
+NOT_TESTED = "not tested by this study"
+
+
+# ------------------------------------------------------------------ analysis runs
+def _vision_models(study) -> List[str]:
+    names = []
+    for r in study.runs:
+        if r.kind == "vision_train":
+            names.append(r.id.split("/", 1)[1])
+    return names
+
+
+def vision_stability_all(study) -> Dict:
+    """1-S/ECE/class means of every finished vision model on the test split; teachers keep
+    penultimate features of the projection classes."""
+    from .stability import vision_stability
+
+    out_dir = os.path.join(study.out, "analysis")
+    complete = True
+    for name in _vision_models(study):
+        ck = os.path.join(study.vision_dir(name), "checkpoint_best.pt")
+        js = os.path.join(out_dir, f"vision_{name}.json")
+        if not os.path.isfile(os.path.join(study.vision_dir(name), "metrics.json")):
+            complete = False
+            continue
+        if os.path.isfile(js):
+            continue
+        keep = None
+        if name.startswith("teacher"):
+            from lskd_vision.engine import load_checkpoint
+
+            classes = load_checkpoint(ck)["config"]["classes"]
+            keep = F.class_indices(F.default_projection_classes(classes), classes)
+        res = vision_stability(ck, split="test", batch_size=200, keep_features_of=keep, max_features_per_class=500)
+        if keep is not None:
+            np.savez(os.path.join(out_dir, f"vision_{name}_features.npz"), features=res.pop("features"),
+                     labels=res.pop("feature_labels"), weight=res.pop("classifier_weight"),
+                     classes=np.asarray(keep))
+        study.log(f"  1-S of vision/{name}: {res['one_minus_S']:.4f} (test top-1 {res['accuracy']:.2f}%, ECE {res['calibration']['ece']:.4f})")
+        F.write_json(js, res)
+    return {"complete": complete}
+
+
+NMT_NAMES = ["teacher_ls", "teacher_nols", "student_nokd", "student_wordkd_ls", "student_wordkd_nols",
+             "student_seqkd_ls", "student_seqkd_nols"]
+
+
+def _nmt_dir(study) -> str:
+    return os.path.join(study.nmt_work, "en-de")
+
+
+def nmt_stability_all(study) -> Dict:
+    """Token-level 1-S and ECE of both NMT teachers (and the word-KD students) on the valid split."""
+    from .stability import fairseq_stability
+
+    out_dir = os.path.join(study.out, "analysis")
+    complete = True
+    for name in ("teacher_ls", "teacher_nols", "student_wordkd_ls", "student_wordkd_nols"):
+        ck = os.path.join(_nmt_dir(study), "models", name, "checkpoint_best.pt")
+        js = os.path.join(out_dir, f"nmt_{name}.json")
+        if not os.path.isfile(ck):
+            complete = False
+            continue
+        if os.path.isfile(js):
+            continue
+        res = fairseq_stability(ck, data_bin=os.path.join(_nmt_dir(study), "bin"), split="valid",
+                                top_tokens=study.scale.nmt.top_tokens)
+        study.log(f"  1-S of nmt/{name}: {res['one_minus_S']:.5f} over {res['num_classes_used']} token classes "
+                  f"(valid token acc {res['token_accuracy']:.2f}%, ECE {res['calibration']['ece']:.4f})")
+        F.write_json(js, res)
+    return {"complete": complete}
+
+
+# ------------------------------------------------------------------ collecting
+def _load(path: str) -> Optional[Dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def collect(study) -> Dict:
+    d: Dict = {"vision": {}, "vstab": {}, "nmt": {}, "nstab": {}}
+    for name in _vision_models(study):
+        m = _load(os.path.join(study.vision_dir(name), "metrics.json"))
+        if m:
+            d["vision"][name] = m
+        s = _load(os.path.join(study.out, "analysis", f"vision_{name}.json"))
+        if s:
+            d["vstab"][name] = s
+    for name in NMT_NAMES:
+        r = _load(os.path.join(_nmt_dir(study), "results", f"{name}.json"))
+        if r:
+            d["nmt"][name] = r
+        s = _load(os.path.join(study.out, "analysis", f"nmt_{name}.json"))
+        if s:
+            d["nstab"][name] = s
+    return d
+
+
+def _acc(m: Optional[Dict], key="top1") -> Optional[float]:
+    if not m or "test" not in m:
+        return None
+    return m["test"].get(key)
+
+
+def _n_test(m: Optional[Dict]) -> int:
+    return int(m["test"].get("num_images", 0)) if m and "test" in m else 0
+
+
+def _se_diff(p1: float, p2: float, n1: int, n2: int) -> float:
+    """Binomial standard error of a difference of two accuracies (in %)."""
+    a, b = p1 / 100.0, p2 / 100.0
+    if n1 <= 0 or n2 <= 0:
+        return float("nan")
+    return 100.0 * math.sqrt(a * (1 - a) / n1 + b * (1 - b) / n2)
+
+
+def f2(x, nd=2, pct=False) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "–"
+    return f"{x:.{nd}f}" + ("%" if pct else "")
+
+
+# ------------------------------------------------------------------ figures
+def make_figures(study, d: Dict) -> Dict[str, str]:
+    out = study.out
+    figs = {}
+    v = study.scale.vision
+
+    def fig(name: str) -> str:
+        return os.path.join(out, name)
+
+    # Fig. 1: projection
+    path = fig("fig1_projection.png")
+    panels, why = [], None
+    for name, title in (("teacher_ls", "teacher trained with LS"), ("teacher_nols", "teacher trained without LS")):
+        npz = os.path.join(out, "analysis", f"vision_{name}_features.npz")
+        if not os.path.isfile(npz):
+            why = f"no penultimate features of vision/{name} (run missing or failed)"
+            break
+        z = np.load(npz)
+        res = {"features": z["features"], "feature_labels": z["labels"], "classifier_weight": z["weight"]}
+        panels.append(F.projection_panel(res, [int(c) for c in z["classes"]], title))
+    classes = (d["vstab"].get("teacher_ls") or d["vstab"].get("teacher_nols") or {}).get("classes")
+    if why is None and panels:
+        P.plot_projection(panels, path, class_names=classes)
+        d["projection"] = {p["title"]: p["summary"] for p in panels}
+        d["projection_classes"] = [classes[c] for c in panels[0]["classes"]]
+    else:
+        P.placeholder(path, f"Fig. 1 not drawn: {why}")
+    figs["projection"] = path
+
+    # Fig. 4: mean softmax
+    path = fig("fig4_mean_softmax.png")
+    if all(k in d["vstab"] for k in ("teacher_ls", "teacher_nols")):
+        P.plot_mean_softmax([
+            {"title": f"teacher with LS {v.label_smoothing:g} (1-S = {d['vstab']['teacher_ls']['one_minus_S']:.4f})",
+             "class_means": d["vstab"]["teacher_ls"]["class_means"]},
+            {"title": f"teacher without LS (1-S = {d['vstab']['teacher_nols']['one_minus_S']:.4f})",
+             "class_means": d["vstab"]["teacher_nols"]["class_means"]},
+        ], path, class_names=d["vstab"]["teacher_ls"]["classes"])
+    else:
+        P.placeholder(path, "Fig. 4 not drawn: a vision teacher's stability result is missing")
+    figs["mean_softmax"] = path
+
+    # Fig. 5, vision: students at T=1
+    path = fig("fig5_curves_vision.png")
+    series = []
+    for name, label in (("student_ls_T1", "student of LS teacher (T=1)"),
+                        ("student_nols_T1", "student of no-LS teacher (T=1)"),
+                        ("student_nokd", "student without KD")):
+        if os.path.isfile(os.path.join(study.vision_dir(name), "metrics.csv")):
+            series.append(F.vision_curve(study.vision_dir(name), label))
+    if series:
+        P.plot_curves(series, path, metric_name="validation top-1 (%)",
+                      title="CIFAR-10 students: training loss (KD term at T=1) and validation accuracy per epoch")
+    else:
+        P.placeholder(path, "Fig. 5 (vision) not drawn: no student run finished")
+    figs["curves_vision"] = path
+
+    # Fig. 5, NMT: word-KD students
+    path = fig("fig5_curves_nmt.png")
+    series = []
+    metric = "validation loss"
+    for name, label in (("student_wordkd_ls", "word-KD student of LS teacher"),
+                        ("student_wordkd_nols", "word-KD student of no-LS teacher"),
+                        ("student_nokd", "student without KD")):
+        log = os.path.join(study.nmt_work, "logs", f"en-de.{name}.log")
+        if os.path.isfile(log):
+            c = F.fairseq_curve(log, label)
+            if c["epoch"]:
+                series.append(c)
+                metric = {"bleu": "validation BLEU", "nll_loss": "validation NLL (bits/token)",
+                          "loss": "validation loss"}.get(c.get("metric"), metric)
+    if series:
+        P.plot_curves(series, path, metric_name=metric,
+                      title="Multi30k students: training loss and validation metric per epoch")
+    else:
+        P.placeholder(path, "Fig. 5 (NMT) not drawn: no student training log")
+    figs["curves_nmt"] = path
+
+    # temperature
+    path = fig("fig_temperature.png")
+    series = []
+    for t_name, label in (("ls", "teacher with LS"), ("nols", "teacher without LS")):
+        Ts, vals = [], []
+        for t in v.temperatures:
+            a = _acc(d["vision"].get(f"student_{t_name}_{SP.t_tag(t)}"))
+            if a is not None:
+                Ts.append(t)
+                vals.append(a)
+        if Ts:
+            series.append({"label": label, "T": Ts, "value": vals})
+    if series:
+        P.plot_temperature(series, path, metric_name="student test top-1 (%)",
+                           title="CIFAR-10 students against KD temperature (alpha = 1)")
+    else:
+        P.placeholder(path, "temperature figure not drawn: no KD student finished")
+    figs["temperature"] = path
+
+    # reliability
+    path = fig("fig_reliability_vision.png")
+    panels = [{"title": f"vision {n}", "calibration": d["vstab"][n]["calibration"]}
+              for n in ("teacher_nols", "teacher_ls") if n in d["vstab"]]
+    if panels:
+        P.plot_reliability(panels, path)
+    else:
+        P.placeholder(path, "vision reliability diagrams not drawn: no teacher stability result")
+    figs["reliability_vision"] = path
+    path = fig("fig_reliability_nmt.png")
+    panels = [{"title": f"NMT {n} (token level, valid)", "calibration": d["nstab"][n]["calibration"]}
+              for n in ("teacher_nols", "teacher_ls") if n in d["nstab"]]
+    if panels:
+        P.plot_reliability(panels, path)
+    else:
+        P.placeholder(path, "NMT reliability diagrams not drawn: no teacher stability result")
+    figs["reliability_nmt"] = path
+    return figs
+
+
+# ------------------------------------------------------------------ verdicts
+def _verdict(study, v: str) -> str:
+    return INCONCLUSIVE if study.scale_name == "smoke" else v
+
+
+def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
+    """(key, claim text, verdict, evidence) for each claim."""
+    out = []
+    vs, vm, ns, nm = d["vstab"], d["vision"], d["nstab"], d["nmt"]
+    smoke = study.scale_name == "smoke"
+
+    # erasure: 1-S lower with LS
+    ev, verdicts = [], []
+    for label, st in (("CIFAR-10 teachers", vs), ("Multi30k teachers (token level)", ns)):
+        a, b = st.get("teacher_ls"), st.get("teacher_nols")
+        if not (a and b):
+            ev.append(f"{label}: missing")
+            continue
+        pa = np.asarray(a["per_class"], dtype=float)
+        pb = np.asarray(b["per_class"], dtype=float)
+        ok = ~(np.isnan(pa) | np.isnan(pb))
+        lower = int((pa[ok] < pb[ok]).sum())
+        ev.append(f"{label}: 1-S {a['one_minus_S']:.4f} with LS vs {b['one_minus_S']:.4f} without "
+                  f"(lower with LS in {lower} of {int(ok.sum())} classes)")
+        if a["one_minus_S"] < b["one_minus_S"] and lower > ok.sum() / 2:
+            verdicts.append(REPRODUCED)
+        elif a["one_minus_S"] > b["one_minus_S"] and lower < ok.sum() / 2:
+            verdicts.append(NOT_REPRODUCED)
+        else:
+            verdicts.append(INCONCLUSIVE)
+    v = (verdicts[0] if verdicts and all(x == verdicts[0] for x in verdicts) else
+         (INCONCLUSIVE if verdicts else INCONCLUSIVE))
+    if verdicts and len(set(verdicts)) > 1:
+        ev.append("the two domains disagree")
+    out.append(("erasure", PN.CLAIMS["erasure"], _verdict(study, v), "; ".join(ev)))
+
+    # Müller / Shen: clusters
+    pr = d.get("projection")
+    if pr:
+        names = d.get("projection_classes", ["a", "b", "c"])
+        keys = list(pr.keys())
+        s_ls, s_no = pr[keys[0]], pr[keys[1]]
+        pair = next(iter(s_ls["separation_ratio"]))  # first pair = the two similar classes
+        r_ls, r_no = s_ls["separation_ratio"][pair], s_no["separation_ratio"][pair]
+        spread_ls = float(np.mean(list(s_ls["spread"].values())))
+        spread_no = float(np.mean(list(s_no["spread"].values())))
+        ev = (f"projection of {'/'.join(names)}: centre distance / spread of {names[0]}-{names[1]} "
+              f"{r_ls:.2f} with LS vs {r_no:.2f} without; mean spread {spread_ls:.3f} vs {spread_no:.3f} "
+              f"(different networks have different scales; ratios are comparable, spreads only roughly)")
+        v = REPRODUCED if r_ls > r_no else NOT_REPRODUCED
+        out.append(("clusters", "LS makes clusters tighter and, for semantically similar classes, "
+                    "separates their centres further relative to their spread (Müller et al.; Shen et al. Sec. 3)",
+                    _verdict(study, v), ev))
+    else:
+        out.append(("clusters", "LS tightens clusters / separates similar classes (Fig. 1)", INCONCLUSIVE,
+                    "no projection data"))
+
+    # KD at T=1
+    a, b = vm.get("student_ls_T1"), vm.get("student_nols_T1")
+    if a and b:
+        pa, pb = _acc(a), _acc(b)
+        se = _se_diff(pa, pb, _n_test(a), _n_test(b))
+        diff = pa - pb
+        if diff >= -2 * se:
+            v = REPRODUCED
+            how = "better" if diff > 2 * se else "as good (difference within ±2 SE)"
+        else:
+            v, how = NOT_REPRODUCED, "worse by more than 2 SE"
+        ev = (f"CIFAR-10 student top-1 {pa:.2f}% (LS teacher) vs {pb:.2f}% (no-LS teacher): "
+              f"difference {diff:+.2f} points, 2 SE = {2 * se:.2f}: {how}; one seed")
+        nokd = _acc(vm.get("student_nokd"))
+        if nokd is not None:
+            ev += f"; student without KD {nokd:.2f}%"
+        out.append(("kd_t1", PN.CLAIMS["kd_t1"], _verdict(study, v), ev))
+    else:
+        out.append(("kd_t1", PN.CLAIMS["kd_t1"], INCONCLUSIVE, "students at T=1 missing"))
+
+    # Fig. 5: training loss higher with LS teacher
+    if a and b and a.get("train_last_epoch") and b.get("train_last_epoch"):
+        la, lb = a["train_last_epoch"].get("train_loss"), b["train_last_epoch"].get("train_loss")
+        v = REPRODUCED if (la is not None and lb is not None and la > lb) else NOT_REPRODUCED
+        out.append(("fig5", "The LS teacher's student has a much higher training loss (its KD term) while "
+                    "its test accuracy is equal or better (Fig. 5)", _verdict(study, v),
+                    f"last-epoch training loss {f2(la, 4)} (LS teacher) vs {f2(lb, 4)} (no-LS teacher)"))
+
+    # temperature
+    Ts = [t for t in study.scale.vision.temperatures
+          if vm.get(f"student_ls_{SP.t_tag(t)}") and vm.get(f"student_nols_{SP.t_tag(t)}")]
+    if len(Ts) >= 2:
+        gaps = {}
+        for t in Ts:
+            x, y = vm[f"student_ls_{SP.t_tag(t)}"], vm[f"student_nols_{SP.t_tag(t)}"]
+            gaps[t] = (_acc(x) - _acc(y), _se_diff(_acc(x), _acc(y), _n_test(x), _n_test(y)))
+        t0, t1 = min(Ts), max(Ts)
+        g0, s0 = gaps[t0]
+        g1, s1 = gaps[t1]
+        if g0 >= -2 * s0 and g1 < -2 * s1:
+            v = REPRODUCED
+        elif g1 >= -2 * s1:
+            v = NOT_REPRODUCED
+        else:
+            v = INCONCLUSIVE
+        ev = "; ".join(f"T={t:g}: LS-teacher student minus no-LS-teacher student {g:+.2f} points (2 SE {2 * s:.2f})"
+                       for t, (g, s) in sorted(gaps.items()))
+        out.append(("temperature", PN.CLAIMS["temperature"], _verdict(study, v), ev))
+    else:
+        out.append(("temperature", PN.CLAIMS["temperature"], INCONCLUSIVE, "students at two or more T missing"))
+
+    # calibration
+    ev, verdicts = [], []
+    for label, st in (("CIFAR-10 teachers", vs), ("Multi30k teachers (token level)", ns)):
+        x, y = st.get("teacher_ls"), st.get("teacher_nols")
+        if x and y:
+            ea, eb = x["calibration"]["ece"], y["calibration"]["ece"]
+            ev.append(f"{label}: ECE {ea:.4f} with LS vs {eb:.4f} without")
+            verdicts.append(REPRODUCED if ea < eb - 0.005 else NOT_REPRODUCED if ea > eb + 0.005 else INCONCLUSIVE)
+    v = verdicts[0] if verdicts and len(set(verdicts)) == 1 else INCONCLUSIVE
+    out.append(("calibration", PN.CLAIMS["calibration"], _verdict(study, v), "; ".join(ev) or "missing"))
+
+    # NMT word-level KD
+    if all(k in nm for k in ("teacher_ls", "teacher_nols", "student_wordkd_ls", "student_wordkd_nols")):
+        dt = nm["teacher_ls"]["bleu"] - nm["teacher_nols"]["bleu"]
+        ds = nm["student_wordkd_ls"]["bleu"] - nm["student_wordkd_nols"]["bleu"]
+        if ds >= 0.5 and dt > 0:
+            v = REPRODUCED
+        elif ds <= -0.5:
+            v = NOT_REPRODUCED
+        else:
+            v = INCONCLUSIVE
+        ev = (f"teacher BLEU {nm['teacher_ls']['bleu']:.2f} (LS) vs {nm['teacher_nols']['bleu']:.2f} (no LS), "
+              f"{dt:+.2f}; word-KD student {nm['student_wordkd_ls']['bleu']:.2f} vs "
+              f"{nm['student_wordkd_nols']['bleu']:.2f}, {ds:+.2f} (|difference| < 0.5 BLEU is treated as noise)")
+        out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], _verdict(study, v), ev))
+    else:
+        out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], INCONCLUSIVE, "NMT results missing"))
+
+    # NMT sequence-level KD
+    if all(k in nm for k in ("student_nokd", "student_seqkd_ls", "student_seqkd_nols")):
+        base = nm["student_nokd"]["bleu"]
+        gl = nm["student_seqkd_ls"]["bleu"] - base
+        gn = nm["student_seqkd_nols"]["bleu"] - base
+        v = REPRODUCED if min(gl, gn) >= 0.5 else NOT_REPRODUCED if max(gl, gn) <= -0.5 else INCONCLUSIVE
+        ev = (f"no-KD student {base:.2f} BLEU; sequence-KD students {nm['student_seqkd_ls']['bleu']:.2f} "
+              f"(LS teacher, {gl:+.2f}) and {nm['student_seqkd_nols']['bleu']:.2f} (no-LS teacher, {gn:+.2f})")
+        out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], _verdict(study, v), ev))
+    else:
+        out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], INCONCLUSIVE, "NMT results missing"))
+
+    out.append(("long_tail", "LS loses effectiveness for long-tailed class distributions and many classes "
+                "(Shen et al., appendix)", NOT_TESTED,
+                "lskd-vision-train supports --imbalance-factor, but the study does not run it"))
+    if smoke:
+        out = [(k, c, v, e + " [smoke scale: plumbing check only]") for k, c, v, e in out]
+    return out
+
+
+# ------------------------------------------------------------------ report
+def _table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(study) -> str:
+    d = collect(study)
+    figs = make_figures(study, d)
+    v = study.scale.vision
+    vm, vs, nm, ns = d["vision"], d["vstab"], d["nmt"], d["nstab"]
+    L: List[str] = []
+    L.append(f"# lskd study report: does a label-smoothed teacher distill worse? (scale `{study.scale_name}`)")
+    L.append("")
+    L.append(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `lskd-study --scale {study.scale_name}` "
+             f"into `{study.out}`. Paper: {PN.PAPER}; published numbers transcribed in "
+             f"`lskd_fairseq/analysis/paper_numbers.py`.")
+    L.append("")
+    if study.scale_name == "smoke":
+        L.append("> **Smoke scale: nothing can be concluded from these numbers.** The models see a few hundred "
+                 "images or sentences for one epoch or a dozen updates; this run only checks that every step, "
+                 "table and figure is produced end to end on real data. Every claim below is therefore marked "
+                 "*inconclusive at this scale*.")
+    else:
+        L.append("> " + study.scale.note)
+    L.append("")
+    missing = [r.id for r in study.runs if not study.is_done(r.id)]
+    if missing or study.failed:
+        L.append(f"**Incomplete:** {len(missing)} of {len(study.runs)} runs have not finished: {', '.join(missing)}"
+                 + (f" (failed or not started after a failure in this invocation: {', '.join(study.failed)}; "
+                    f"see `logs/`)" if study.failed else "")
+                 + ". Tables show what exists; rerun the same command to resume.")
+        L.append("")
+
+    # -------- claims
+    L.append("## Claims")
+    L.append("")
+    rows = [[c, f"**{vd}**", e] for _, c, vd, e in claims(study, d)]
+    L.append(_table(["claim (paper)", "verdict", "measured here"], rows))
+    L.append("")
+
+    # -------- Table 1
+    L.append("## Teachers with and without LS: accuracy and 1-S (compare: paper Table 1)")
+    L.append("")
+    L.append("1-S = (1/K) Σ_c (1/n_c) Σ_{i∈c} ‖p_i − p̄_c‖² on the test split (vision) or over the gold target tokens "
+             f"of the validation split under teacher forcing, classes = the {study.scale.nmt.top_tokens} most frequent "
+             "target tokens (NMT). Lower = more information erased.")
+    L.append("")
+    rows = []
+    a, b = vm.get("teacher_nols"), vm.get("teacher_ls")
+    sa, sb = vs.get("teacher_nols"), vs.get("teacher_ls")
+    rows.append([f"**this study**: CIFAR-10 {v.teacher_arch}",
+                 f"{f2(_acc(a))} / {f2(_acc(a, 'top5'))}", f2(sa and sa['one_minus_S'], 4), f2(sa and sa['calibration']['ece'], 4),
+                 f"{f2(_acc(b))} / {f2(_acc(b, 'top5'))}", f2(sb and sb['one_minus_S'], 4), f2(sb and sb['calibration']['ece'], 4)])
+    ta, tb = ns.get("teacher_nols"), ns.get("teacher_ls")
+    ra, rb = nm.get("teacher_nols"), nm.get("teacher_ls")
+    rows.append(["**this study**: Multi30k en-de transformer (BLEU / valid token acc.)",
+                 f"{f2(ra and ra['bleu'])} / {f2(ta and ta['token_accuracy'])}", f2(ta and ta['one_minus_S'], 5),
+                 f2(ta and ta['calibration']['ece'], 4),
+                 f"{f2(rb and rb['bleu'])} / {f2(tb and tb['token_accuracy'])}", f2(tb and tb['one_minus_S'], 5),
+                 f2(tb and tb['calibration']['ece'], 4)])
+    for r in PN.TABLE1:
+        rows.append([f"paper: ImageNet {r[0]}", f"{f2(r[1], 3)} / {f2(r[2], 3)}", f2(r[3], 4), "–",
+                     f"{f2(r[4], 3)} / {f2(r[5], 3)}" if r[4] is not None else "–", f2(r[6], 4), "–"])
+    L.append(_table(["model", "top-1 / top-5 w/o LS", "1-S w/o LS", "ECE w/o LS", "top-1 / top-5 w/ LS",
+                     "1-S w/ LS", "ECE w/ LS"], rows))
+    L.append("")
+    L.append("Müller et al.'s ECE for comparison: " + "; ".join(f"{k}: {x:.3f} → {y:.3f}" for k, (x, y) in PN.ECE.items()) + ".")
+    L.append("")
+
+    # -------- Table 2
+    L.append("## Distillation at T = 1, soft labels only (compare: paper Table 2)")
+    L.append("")
+    rows = []
+    for t_name, label in (("nols", "w/o LS"), ("ls", "w/ LS")):
+        t = vm.get(f"teacher_{t_name}")
+        s = vm.get(f"student_{t_name}_T1")
+        se = None
+        if s:
+            p = _acc(s) / 100.0
+            se = 100 * math.sqrt(p * (1 - p) / max(1, _n_test(s)))
+        rows.append([f"**this study**: CIFAR-10 ({_n_test(s) or '–'} test images)", label,
+                     f"{f2(_acc(t))} / {f2(_acc(t, 'top5'))}", v.student_arch,
+                     f"{f2(_acc(s))} ± {f2(se)} (1 SE, one seed) / {f2(_acc(s, 'top5'))}"])
+    nk = vm.get("student_nokd")
+    rows.append(["**this study**: CIFAR-10", "(no teacher)", "–", f"{v.student_arch}, no KD",
+                 f"{f2(_acc(nk))} / {f2(_acc(nk, 'top5'))}"])
+    for r in PN.TABLE2:
+        rows.append([f"paper: {r[0]}", "w/ LS" if r[1] else "w/o LS", f"{f2(r[2], 3)} / {f2(r[3], 3)}",
+                     r[4], f"{f2(r[5], 3)} ± {f2(r[6], 3)} (std, 3 runs) / {f2(r[7], 3)}"])
+    L.append(_table(["data", "teacher", "teacher top-1 / top-5", "student", "student top-1 / top-5"], rows))
+    L.append("")
+    sl, sn = vm.get("student_ls_T1"), vm.get("student_nols_T1")
+    if sl and sn and sl.get("train_last_epoch") and sn.get("train_last_epoch"):
+        L.append(f"Last-epoch training loss of the students (the paper's Fig. 5 point): "
+                 f"{f2(sl['train_last_epoch'].get('train_loss'), 4)} (LS teacher) vs "
+                 f"{f2(sn['train_last_epoch'].get('train_loss'), 4)} (no-LS teacher).")
+        L.append("")
+
+    # -------- temperature
+    L.append("## Student accuracy against temperature (compare: Chandrasegaran et al.)")
+    L.append("")
+    rows = []
+    all_T = sorted(set(v.temperatures) | set(PN.TEMPERATURE))
+    for t in all_T:
+        x = vm.get(f"student_ls_{SP.t_tag(t)}") if t in v.temperatures else None
+        y = vm.get(f"student_nols_{SP.t_tag(t)}") if t in v.temperatures else None
+        ax, ay = _acc(x), _acc(y)
+        diff = f"{ax - ay:+.2f} (2 SE {2 * _se_diff(ax, ay, _n_test(x), _n_test(y)):.2f})" if ax is not None and ay is not None else "–"
+        pp = PN.TEMPERATURE.get(t)
+        rows.append([f"{t:g}", f2(ay), f2(ax), diff, f2(pp and pp[0], 3), f2(pp and pp[1], 3),
+                     f"{pp[1] - pp[0]:+.2f}" if pp else "–"])
+    L.append(_table(["T", f"this study: student of teacher w/o LS (CIFAR-10 {v.student_arch})", "student of teacher w/ LS",
+                     "w/ − w/o", "paper: w/o LS (ImageNet R50→R18)", "paper: w/ LS", "paper: w/ − w/o"], rows))
+    L.append("")
+
+    # -------- NMT
+    L.append("## Multi30k en-de NMT (compare: Shen et al. IWSLT14 curves; Chandrasegaran et al. WMT En-De)")
+    L.append("")
+    rows = []
+    labels = {
+        "teacher_ls": ("teacher", "–", "LS 0.1"), "teacher_nols": ("teacher", "–", "no LS"),
+        "student_nokd": ("student", "none", ""), "student_wordkd_ls": ("student", "word-level, T=1", "LS teacher"),
+        "student_wordkd_nols": ("student", "word-level, T=1", "no-LS teacher"),
+        "student_seqkd_ls": ("student", "sequence-level", "LS teacher"),
+        "student_seqkd_nols": ("student", "sequence-level", "no-LS teacher"),
+    }
+    for name in NMT_NAMES:
+        r = nm.get(name)
+        s = ns.get(name)
+        role, kd, what = labels[name]
+        rows.append([name, role, kd, what, f2(r and r.get("bleu")), f2(r and r.get("chrf")),
+                     f2(s and s["one_minus_S"], 5), f2(s and s["calibration"]["ece"], 4)])
+    L.append(_table(["model", "role", "KD", "teacher / LS", "test BLEU", "chrF", "1-S (valid, tokens)", "token ECE"], rows))
+    L.append("")
+    L.append(f"Paper numbers: Shen et al. report IWSLT14 De→En only as curves (LS teacher and its student reach "
+             f"higher BLEU). Chandrasegaran et al., WMT En→De: teacher {PN.NMT_WMT_TEACHER_BLEU[0]} (w/o LS) vs "
+             f"{PN.NMT_WMT_TEACHER_BLEU[1]} (w/ LS); student at T=1 {PN.NMT_WMT_STUDENT_BLEU_T1[0]} vs "
+             f"{PN.NMT_WMT_STUDENT_BLEU_T1[1]}. Kim & Rush: sequence-level KD +{PN.SEQKD_GAIN[0]} BLEU (greedy) / "
+             f"+{PN.SEQKD_GAIN[1]} (beam) over a no-KD student.")
+    sig = next((r.get("bleu_signature") for r in nm.values() if r.get("bleu_signature")), None)
+    if sig:
+        L.append(f"sacreBLEU signature: `{sig}`.")
+    L.append("")
+
+    # -------- figures
+    L.append("## Figures")
+    L.append("")
+    cap = {
+        "projection": "Fig. 1 (Müller et al.'s visualisation): penultimate activations of "
+                      + "/".join(d.get("projection_classes", ["three classes"]))
+                      + " on the plane through their classifier templates (the classifier's weight rows; plane "
+                        "origin = first template, orthonormal basis by Gram–Schmidt of t2−t1, t3−t1), teacher with "
+                        "LS vs without.",
+        "mean_softmax": "Fig. 4: per-class mean softmax vectors of the two teachers (log colour scale).",
+        "curves_vision": "Fig. 5 (vision): students' training loss and validation accuracy per epoch.",
+        "curves_nmt": "Fig. 5 (NMT): word-level KD students' training loss and validation metric per epoch.",
+        "temperature": "Student test accuracy against the KD temperature, for both teachers.",
+        "reliability_vision": "Reliability diagrams (ECE) of the vision teachers.",
+        "reliability_nmt": "Reliability diagrams (token-level ECE, validation split) of the NMT teachers.",
+    }
+    for k, p in figs.items():
+        L.append(f"- {cap[k]}  \n  ![{k}]({os.path.basename(p)})")
+    L.append("")
+    if d.get("projection"):
+        L.append("Projection summary (spread = RMS distance to the class centre in the plane; ratio = centre "
+                 "distance / mean spread):")
+        L.append("")
+        L.append("```")
+        L.append(json.dumps(d["projection"], indent=1))
+        L.append("```")
+        L.append("")
+
+    # -------- runs
+    L.append("## Runs")
+    L.append("")
+    rows = []
+    for r in study.runs:
+        m = _load(study.marker(r.id))
+        st = "done" if m else ("failed" if r.id in study.failed else "not finished")
+        rows.append([r.id, r.title, st, f"{m['seconds']:.0f} s" if m else "–"])
+    L.append(_table(["run", "what", "status", "wall time"], rows))
+    L.append("")
+    L.append(f"Vision settings: teacher {v.teacher_arch} ({v.teacher_epochs} epochs), student {v.student_arch} "
+             f"({v.student_epochs} epochs), batch {v.batch_size}, SGD lr {v.lr} cosine, LS {v.label_smoothing} "
+             f"(fairseq convention), KD alpha 1 (soft labels only), "
+             + (f"{v.subset_train_per_class} train / {v.subset_test_per_class} test images a class (symlinked subset)"
+                if v.subset_train_per_class else
+                f"{v.train_per_class or 'all'} training images a class, full 10,000-image test set")
+             + f", validation fraction {v.val_fraction} carved from training. NMT: `recipes/multi30k/run.sh --scale "
+             f"{study.scale.nmt.recipe_scale}` (work folder `{study.nmt_work}`).")
+    L.append("")
+    path = os.path.join(study.out, "report.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(L))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,212 @@
+"""What ``lskd-study`` runs at each scale: the settings and the list of runs.
+
+Two tracks that do not depend on each other:
+
+* ``nmt``: the Multi30k recipe (``recipes/multi30k/run.sh``, owned by the
+  recipes), stage by stage: data, teachers with and without LS, a student
+  without KD, word-level KD students of each teacher at T=1, sequence-level KD
+  students of each teacher, BLEU on the test set.
+* ``vision``: ``lskd-vision-train`` on CIFAR-10 (the JPEG tarball): teachers
+  with and without LS, a student without KD, and students of each teacher at
+  each T in ``temperatures`` (alpha = 1: soft labels only, the paper's setting).
+
+then the ``analysis`` (stability of every model, figures, report) that reads both.
+
+The NMT scales are the recipe's own (``--scale`` is passed through), so a study
+and a recipe run at the same scale produce the same models. The vision ``cpu``
+scale is sized to take about as long as the recipe's cpu scale on one core.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+CIFAR10_TARBALL = os.path.join(SHARED_DATA, "cifar10", "cifar10_jpg.tar.gz")
+MULTI30K_DIR = os.path.join(SHARED_DATA, "multi30k")
+RECIPE = os.path.join(REPO, "recipes", "multi30k", "run.sh")
+
+SCALES = ("smoke", "cpu", "full")
+
+
+@dataclass
+class VisionScale:
+    teacher_arch: str
+    student_arch: str
+    teacher_epochs: int
+    student_epochs: int
+    batch_size: int
+    lr: float
+    temperatures: List[float]
+    label_smoothing: float = 0.1
+    # smoke: a symlinked subset folder (train/test per class); otherwise the tarball itself
+    subset_train_per_class: int = 0
+    subset_test_per_class: int = 0
+    train_per_class: int = 0  # lskd-vision-train --train-per-class (0 = all)
+    val_fraction: float = 0.1
+    small_input_stem: bool = False
+    extra: List[str] = field(default_factory=list)
+    # rough seconds per run on one uncontended CPU core (for the first ETA only)
+    est_teacher_s: float = 60
+    est_student_s: float = 60
+
+
+@dataclass
+class NmtScale:
+    recipe_scale: str
+    max_update_teacher: int  # for progress only; the recipe's own defaults decide
+    max_update_student: int
+    est_teacher_s: float
+    est_student_s: float
+    est_other_s: float
+    top_tokens: int = 1000
+
+
+@dataclass
+class Scale:
+    name: str
+    vision: VisionScale
+    nmt: NmtScale
+    jobs: int  # tracks run side by side (1 thread each when 2)
+    note: str
+
+
+SCALE_DEFS: Dict[str, Scale] = {
+    "smoke": Scale(
+        name="smoke",
+        vision=VisionScale(
+            teacher_arch="resnet8", student_arch="resnet8", teacher_epochs=1, student_epochs=1,
+            batch_size=32, lr=0.05, temperatures=[1, 2, 4],
+            subset_train_per_class=40, subset_test_per_class=20, val_fraction=0.1,
+            est_teacher_s=12, est_student_s=12,
+        ),
+        nmt=NmtScale("smoke", 12, 8, est_teacher_s=15, est_student_s=12, est_other_s=15, top_tokens=200),
+        jobs=2,
+        note=(
+            "smoke scale is a plumbing check: a few hundred sentences and images, one epoch "
+            "or a dozen updates per model. Nothing about the paper's claims can be concluded from it."
+        ),
+    ),
+    "cpu": Scale(
+        name="cpu",
+        vision=VisionScale(
+            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=12, student_epochs=10,
+            batch_size=128, lr=0.1, temperatures=[1, 2, 4],
+            train_per_class=1000, val_fraction=0.02,
+            est_teacher_s=1100, est_student_s=650,
+        ),
+        nmt=NmtScale("cpu", 1500, 1000, est_teacher_s=1000, est_student_s=500, est_other_s=300),
+        jobs=2,
+        note=(
+            "cpu scale: Multi30k en-de with the recipe's cpu models (3-layer/256 teacher, "
+            "2-layer/128 student, 1500/1000 updates) and CIFAR-10 with 1,000 training images a "
+            "class, ResNet-20 teachers and ResNet-8 students for 12/10 epochs; one seed. Far "
+            "below the paper's ImageNet/IWSLT settings: differences smaller than the noise "
+            "estimates given with each table are not evidence either way."
+        ),
+    ),
+    "full": Scale(
+        name="full",
+        vision=VisionScale(
+            teacher_arch="resnet50", student_arch="resnet18", teacher_epochs=200, student_epochs=200,
+            batch_size=128, lr=0.1, temperatures=[1, 2, 4], val_fraction=0.1, small_input_stem=True,
+            est_teacher_s=4 * 3600, est_student_s=3 * 3600,
+        ),
+        nmt=NmtScale("full", 15000, 15000, est_teacher_s=3 * 3600, est_student_s=3 * 3600, est_other_s=1800),
+        jobs=1,
+        note=(
+            "full scale: the paper's pairs on a GPU (ResNet-50 teacher -> ResNet-18 student, 200 "
+            "epochs, on CIFAR-10 since ImageNet/CUB are not available here; the recipe's full "
+            "Multi30k transformer setting)."
+        ),
+    ),
+}
+
+
+@dataclass
+class Run:
+    """One unit of work with a done-marker; ``kind`` says how the executor runs it."""
+
+    id: str
+    track: str  # vision | nmt
+    kind: str  # vision_subset | vision_train | recipe_stage
+    title: str
+    est_s: float
+    args: Dict = field(default_factory=dict)
+    total: Optional[int] = None  # epochs (vision) or updates (nmt) for progress
+    unit: str = "epoch"
+
+
+def t_tag(t: float) -> str:
+    return f"T{t:g}".replace(".", "p")
+
+
+def vision_runs(scale: Scale, work: str) -> List[Run]:
+    v = scale.vision
+    runs: List[Run] = []
+    if v.subset_train_per_class:
+        runs.append(Run("vision/data", "vision", "vision_subset", "CIFAR-10 subset (symlinks)", 5,
+                        {"train": v.subset_train_per_class, "test": v.subset_test_per_class}, unit="step"))
+    teachers = [("teacher_nols", 0.0), ("teacher_ls", v.label_smoothing)]
+    for name, ls in teachers:
+        runs.append(Run(f"vision/{name}", "vision", "vision_train",
+                        f"CIFAR-10 teacher {v.teacher_arch}, LS {ls:g}", v.est_teacher_s,
+                        {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None},
+                        total=v.teacher_epochs))
+    runs.append(Run("vision/student_nokd", "vision", "vision_train",
+                    f"CIFAR-10 student {v.student_arch}, no KD", v.est_student_s * 0.6,
+                    {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0, "teacher": None},
+                    total=v.student_epochs))
+    for t in v.temperatures:
+        for name, _ in teachers:
+            runs.append(Run(f"vision/student_{name[len('teacher_'):]}_{t_tag(t)}", "vision", "vision_train",
+                            f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}", v.est_student_s,
+                            {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
+                             "teacher": name, "T": t}, total=v.student_epochs))
+    return runs
+
+
+NMT_MODELS = [
+    # (study run id, recipe stage, recipe step(s) that hold the training log, title, teacher?)
+    ("nmt/data", "prepare:binarize", [], "Multi30k data: raw text, sentencepiece, binarize", None),
+    ("nmt/teacher_ls", "teacher_ls", ["teacher_ls"], "NMT teacher with LS", "teacher"),
+    ("nmt/teacher_nols", "teacher_nols", ["teacher_nols"], "NMT teacher without LS", "teacher"),
+    ("nmt/student_nokd", "student_nokd", ["student_nokd"], "NMT student, no KD", "student"),
+    ("nmt/student_wordkd", "student_wordkd", ["student_wordkd_ls", "student_wordkd_nols"],
+     "NMT word-level KD students of both teachers, T=1", "student2"),
+    ("nmt/distill", "distill", [], "NMT teachers translate the training set (sequence-level KD data)", None),
+    ("nmt/student_seqkd", "student_seqkd", ["student_seqkd_ls", "student_seqkd_nols"],
+     "NMT sequence-level KD students of both teachers", "student2"),
+    ("nmt/evaluate", "evaluate", [], "NMT test-set BLEU of all seven models", None),
+]
+
+
+def nmt_runs(scale: Scale, work: str) -> List[Run]:
+    n = scale.nmt
+    runs = []
+    for rid, stage, steps, title, what in NMT_MODELS:
+        if what == "teacher":
+            est, total = n.est_teacher_s, n.max_update_teacher
+        elif what == "student":
+            est, total = n.est_student_s, n.max_update_student
+        elif what == "student2":
+            est, total = 2 * n.est_student_s, 2 * n.max_update_student
+        else:
+            est, total = n.est_other_s, None
+        lo, _, hi = stage.partition(":")
+        runs.append(Run(rid, "nmt", "recipe_stage", title, est,
+                        {"stage": lo, "stop_stage": hi or lo, "steps": steps,
+                         "max_update": n.max_update_teacher if what == "teacher" else n.max_update_student},
+                        total=total, unit="update"))
+    return runs
+
+
+def plan(scale_name: str, work: str, tracks=("nmt", "vision")) -> List[Run]:
+    scale = SCALE_DEFS[scale_name]
+    runs: List[Run] = []
+    if "nmt" in tracks:
+        runs += nmt_runs(scale, work)
+    if "vision" in tracks:
+        runs += vision_runs(scale, work)
+    return runs

@@ -1,0 +1,485 @@
+"""lskd-study: rerun the paper's comparison on real data and write report.md.
+
+Does a label-smoothed teacher distill worse? The study trains, on real data,
+
+* Multi30k en-de NMT through ``recipes/multi30k/run.sh``: teachers with and
+  without LS; students without KD, with word-level KD from each teacher at T=1,
+  and with sequence-level KD from each teacher; test-set sacreBLEU;
+* CIFAR-10 through ``lskd-vision-train``: teachers with and without LS; a student
+  without KD and students of each teacher at T in {1, 2, 4} (soft labels only);
+
+measures 1-S (Shen et al.'s stability metric) and ECE of every model, draws the
+paper's figures and writes ``report.md`` beside them, each table next to the
+paper's published numbers and each claim marked reproduced or not at this scale.
+
+Usage::
+
+    lskd-study --scale smoke   # < 10 min on 2 CPU cores: plumbing check (CI)
+    lskd-study --scale cpu     # about 2 hours on 2 CPU cores
+    lskd-study --scale full    # the paper's model sizes and schedules; a GPU machine
+
+Outputs go to ``--out`` (default ``runs/study-<scale>``). Every run ends by
+writing a marker in ``OUT/.done/``; running the study again skips finished runs
+and resumes an interrupted one from its last checkpoint. ``--report-only``
+rebuilds the report from what exists. Progress (run i/N, epoch or update, time
+left) is printed as it goes; each run's full output is in ``OUT/logs/``.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional
+
+from lskd_fairseq.analysis import study_plan as SP
+
+_print_lock = threading.Lock()
+
+
+def fmt_dur(s: Optional[float]) -> str:
+    if s is None or s != s:
+        return "?"
+    s = max(0, int(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class Study:
+    def __init__(self, scale: str, out: str, jobs: Optional[int] = None, tracks=("nmt", "vision"),
+                 nmt_work: Optional[str] = None, threads: Optional[int] = None, quiet: bool = False,
+                 heartbeat_s: float = 30.0):
+        self.scale_name = scale
+        self.scale = SP.SCALE_DEFS[scale]
+        self.out = os.path.abspath(out)
+        self.jobs = jobs or self.scale.jobs
+        self.tracks = tuple(tracks)
+        self.nmt_work = os.path.abspath(nmt_work) if nmt_work else os.path.join(self.out, "nmt")
+        ncpu = os.cpu_count() or 1
+        self.threads = threads or max(1, ncpu // self.jobs)
+        self.quiet = quiet
+        self.heartbeat_s = heartbeat_s
+        self.runs = SP.plan(scale, self.out, self.tracks)
+        self.analysis_ids = ["analysis/vision_stability" if "vision" in self.tracks else None,
+                             "analysis/nmt_stability" if "nmt" in self.tracks else None]
+        self.analysis_ids = [a for a in self.analysis_ids if a]
+        self.n_total = len(self.runs) + len(self.analysis_ids)
+        self.index = {r.id: i + 1 for i, r in enumerate(self.runs)}
+        for j, a in enumerate(self.analysis_ids):
+            self.index[a] = len(self.runs) + j + 1
+        self.status: Dict[str, str] = {}
+        self.durations: Dict[str, float] = {}
+        self.est_done = 0.0
+        self.obs_done = 0.0
+        self.failed: List[str] = []
+        self.skipped: List[str] = []
+        self.current: Dict[str, Dict] = {}  # track -> {run, t0, done, total}
+        self.procs: List[subprocess.Popen] = []
+        self.t0 = time.time()
+        for d in ("logs", ".done", "vision", "analysis"):
+            os.makedirs(os.path.join(self.out, d), exist_ok=True)
+
+    # ------------------------------------------------------------ bookkeeping
+    def log(self, msg: str) -> None:
+        line = f"[study {time.strftime('%H:%M:%S')}] {msg}"
+        with _print_lock:
+            if not self.quiet:
+                print(line, flush=True)
+            with open(os.path.join(self.out, "logs", "study.log"), "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def marker(self, rid: str) -> str:
+        return os.path.join(self.out, ".done", rid.replace("/", "__") + ".json")
+
+    def is_done(self, rid: str) -> bool:
+        return os.path.isfile(self.marker(rid))
+
+    def mark_done(self, rid: str, seconds: float, extra: Optional[Dict] = None) -> None:
+        path = self.marker(rid)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"run": rid, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "scale": self.scale_name, **(extra or {})}, f)
+        os.replace(tmp, path)
+
+    def speed(self) -> float:
+        """Observed / estimated time over the runs finished in this session (1 until one has)."""
+        return (self.obs_done / self.est_done) if self.est_done > 0 else 1.0
+
+    def study_eta(self) -> float:
+        sp = self.speed()
+        per_track = {}
+        for r in self.runs:
+            if self.status.get(r.id) in ("done", "skipped", "failed"):
+                continue
+            cur = self.current.get(r.track)
+            if cur and cur["run"].id == r.id:
+                rem = self.run_eta(cur)
+            else:
+                rem = r.est_s * sp
+            per_track[r.track] = per_track.get(r.track, 0.0) + max(0.0, rem)
+        analysis = 0.0 if all(self.status.get(a) for a in self.analysis_ids) else 60.0 * sp
+        vals = list(per_track.values()) or [0.0]
+        return (max(vals) if self.jobs > 1 else sum(vals)) + analysis
+
+    def run_eta(self, cur: Dict) -> float:
+        el = time.time() - cur["t0"]
+        done, total = cur.get("done"), cur.get("total")
+        if total and done and done > cur.get("done0", 0):
+            frac_new = (done - cur.get("done0", 0)) / max(1, total - cur.get("done0", 0))
+            return el * (1 - frac_new) / max(frac_new, 1e-6)
+        return max(0.0, cur["run"].est_s * self.speed() - el)
+
+    def progress(self, track: str, extra: str = "") -> None:
+        cur = self.current.get(track)
+        if not cur:
+            return
+        r = cur["run"]
+        pos = ""
+        if cur.get("total"):
+            pos = f" {r.unit} {cur.get('done') or 0}/{cur['total']}"
+        self.log(f"run {self.index[r.id]}/{self.n_total} {r.id}:{pos}{extra} | elapsed {fmt_dur(time.time() - cur['t0'])}"
+                 f", run left ~{fmt_dur(self.run_eta(cur))}, study left ~{fmt_dur(self.study_eta())}")
+
+    # ------------------------------------------------------------ commands
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONWARNINGS"] = "ignore"
+        env["OMP_NUM_THREADS"] = str(self.threads)
+        env["MKL_NUM_THREADS"] = str(self.threads)
+        env["PYTHONUNBUFFERED"] = "1"
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        return env
+
+    def vision_data(self) -> str:
+        v = self.scale.vision
+        if v.subset_train_per_class:
+            return os.path.join(self.out, "data", f"cifar10-subset-{v.subset_train_per_class}-{v.subset_test_per_class}")
+        return SP.CIFAR10_TARBALL
+
+    def vision_dir(self, name: str) -> str:
+        return os.path.join(self.out, "vision", name)
+
+    def vision_cmd(self, r: SP.Run) -> List[str]:
+        v = self.scale.vision
+        a = r.args
+        name = r.id.split("/", 1)[1]
+        cmd = [os.path.join(os.path.dirname(sys.executable), "lskd-vision-train"), self.vision_data(),
+               "--output", self.vision_dir(name), "--resume",
+               "--model", a["arch"], "--epochs", str(a["epochs"]), "--batch-size", str(v.batch_size),
+               "--lr", str(v.lr), "--label-smoothing", str(a["ls"]), "--val-fraction", str(v.val_fraction),
+               "--workers", "0", "--threads", str(self.threads), "--seed", "0", "--no-progress"]
+        if v.train_per_class:
+            cmd += ["--train-per-class", str(v.train_per_class)]
+        if v.small_input_stem:
+            cmd += ["--small-input-stem"]
+        if a.get("teacher"):
+            cmd += ["--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
+                    "--kd-alpha", "1", "--kd-temperature", f"{a['T']:g}"]
+        return cmd + list(v.extra)
+
+    def recipe_cmd(self, r: SP.Run) -> List[str]:
+        return ["bash", SP.RECIPE, "--scale", self.scale.nmt.recipe_scale, "--work", self.nmt_work,
+                "--stage", r.args["stage"], "--stop-stage", r.args["stop_stage"]]
+
+    # ------------------------------------------------------------ execution
+    def _spawn(self, cmd: List[str], logpath: str, track: str, parse_vision: bool, steps: List[str]) -> int:
+        with open(logpath, "a", encoding="utf-8") as lf:
+            lf.write(f"\n$ {' '.join(shlex.quote(c) for c in cmd)}\n")
+            lf.flush()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env(),
+                                    text=True, bufsize=1, start_new_session=True, cwd=SP.REPO)
+            self.procs.append(proc)
+            cur = self.current[track]
+            epoch_re = re.compile(r"^epoch (\d+)/(\d+) ")
+            resumed_re = re.compile(r"^resumed from .* after epoch (\d+)")
+            last_beat = [time.time()]
+            stop = threading.Event()
+
+            def monitor():  # NMT: the recipe writes fairseq's output to its own step logs
+                last_done = None
+                while not stop.wait(2.0):
+                    if steps:
+                        done = self._nmt_updates(steps)
+                        if done is not None:
+                            if "done0" not in cur:
+                                cur["done0"] = done
+                            cur["done"] = done
+                    if time.time() - last_beat[0] >= self.heartbeat_s or (
+                            steps and cur.get("done") != last_done and time.time() - last_beat[0] >= 10):
+                        last_done = cur.get("done")
+                        last_beat[0] = time.time()
+                        self.progress(track)
+
+            mt = threading.Thread(target=monitor, daemon=True)
+            mt.start()
+            try:
+                for line in proc.stdout:
+                    lf.write(line)
+                    lf.flush()
+                    if parse_vision:
+                        m = resumed_re.match(line)
+                        if m:
+                            cur["done0"] = cur["done"] = int(m.group(1))
+                            self.log(f"run {self.index[cur['run'].id]}/{self.n_total} {cur['run'].id}: resumed after epoch {m.group(1)}")
+                        m = epoch_re.match(line)
+                        if m:
+                            cur["done"], cur["total"] = int(m.group(1)), int(m.group(2))
+                            cur.setdefault("done0", 0)
+                            last_beat[0] = time.time()
+                            self.progress(track)
+                    elif " ERROR" in line or "skip " in line:
+                        self.log(f"  {track}: {line.strip()}")
+                rc = proc.wait()
+            finally:
+                stop.set()
+                mt.join(timeout=5)
+        return rc
+
+    def _nmt_updates(self, steps: List[str]) -> Optional[int]:
+        total = 0
+        seen = False
+        pat = re.compile(r"num_updates[ =](\d+)")
+        for st in steps:
+            p = os.path.join(self.nmt_work, "logs", f"en-de.{st}.log")
+            if os.path.isfile(os.path.join(self.nmt_work, ".done", f"en-de.{st}")):
+                seen = True
+                total += self.current_total_step(st)
+                continue
+            if not os.path.isfile(p):
+                continue
+            try:
+                with open(p, "rb") as f:
+                    f.seek(max(0, os.path.getsize(p) - 20000))
+                    tail = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            ms = pat.findall(tail)
+            if ms:
+                seen = True
+                total += int(ms[-1])
+        return total if seen else None
+
+    def current_total_step(self, step: str) -> int:
+        n = self.scale.nmt
+        return n.max_update_teacher if step.startswith("teacher") else n.max_update_student
+
+    def _vision_subset(self, r: SP.Run, logpath: str) -> None:
+        """Symlinked ImageFolder subset of the CIFAR-10 tarball (smoke scale only).
+
+        A thin adapter over lskd_vision.data (which extracts the tarball once into
+        its cache); the images are links, nothing is copied.
+        """
+        from lskd_vision import data as D
+
+        dest = self.vision_data()
+        tmp = dest + ".tmp"
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        splits = D.find_splits(SP.CIFAR10_TARBALL)
+        for split, samples, n in (("train", splits.train, r.args["train"]), ("test", splits.test, r.args["test"])):
+            sub = D.per_class_subset(samples, n, 0)
+            for p, y in sub.samples:
+                d = os.path.join(tmp, split, sub.classes[y])
+                os.makedirs(d, exist_ok=True)
+                os.symlink(os.path.realpath(p), os.path.join(d, os.path.basename(p)))
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+        with open(logpath, "a") as f:
+            f.write(f"subset of {splits.root}: {r.args['train']} train / {r.args['test']} test images a class -> {dest}\n")
+
+    def execute(self, r: SP.Run) -> bool:
+        i = self.index[r.id]
+        if self.is_done(r.id):
+            self.status[r.id] = "skipped"
+            self.skipped.append(r.id)
+            self.log(f"run {i}/{self.n_total} {r.id}: skip (done: {self.marker(r.id)})")
+            return True
+        self.log(f"run {i}/{self.n_total} {r.id}: start - {r.title} (estimated ~{fmt_dur(r.est_s * self.speed())}; "
+                 f"log {os.path.join(self.out, 'logs', r.id.replace('/', '__') + '.log')})")
+        logpath = os.path.join(self.out, "logs", r.id.replace("/", "__") + ".log")
+        cur = {"run": r, "t0": time.time(), "total": r.total, "done": None}
+        self.current[r.track] = cur
+        self.status[r.id] = "running"
+        ok = True
+        try:
+            if r.kind == "vision_subset":
+                self._vision_subset(r, logpath)
+                rc = 0
+            elif r.kind == "vision_train":
+                rc = self._spawn(self.vision_cmd(r), logpath, r.track, True, [])
+            elif r.kind == "recipe_stage":
+                rc = self._spawn(self.recipe_cmd(r), logpath, r.track, False, r.args.get("steps", []))
+            else:
+                raise ValueError(r.kind)
+            ok = rc == 0
+        except Exception as e:  # noqa: BLE001 - a failed run is reported, the other track goes on
+            with open(logpath, "a") as f:
+                f.write(f"\nERROR: {type(e).__name__}: {e}\n")
+            ok = False
+        dt = time.time() - cur["t0"]
+        self.current.pop(r.track, None)
+        if ok:
+            self.mark_done(r.id, dt)
+            self.status[r.id] = "done"
+            self.durations[r.id] = dt
+            self.est_done += r.est_s
+            self.obs_done += dt
+            self.log(f"run {i}/{self.n_total} {r.id}: done in {fmt_dur(dt)} | study left ~{fmt_dur(self.study_eta())}")
+        else:
+            self.status[r.id] = "failed"
+            self.failed.append(r.id)
+            tail = ""
+            try:
+                with open(logpath, encoding="utf-8", errors="replace") as f:
+                    tail = "".join(f.readlines()[-25:])
+            except OSError:
+                pass
+            self.log(f"run {i}/{self.n_total} {r.id}: FAILED after {fmt_dur(dt)}; log {logpath}\n{tail}")
+        return ok
+
+    def run_track(self, track: str) -> None:
+        for r in [r for r in self.runs if r.track == track]:
+            if not self.execute(r):
+                rest = [x.id for x in self.runs if x.track == track and x.id not in self.status]
+                for x in rest:
+                    self.status[x] = "failed"
+                    self.failed.append(x)
+                if rest:
+                    self.log(f"{track}: not running {', '.join(rest)} (an earlier {track} run failed)")
+                return
+
+    def run_analysis(self) -> None:
+        from lskd_fairseq.analysis import report as R
+
+        for aid in self.analysis_ids:
+            i = self.index[aid]
+            if self.is_done(aid):
+                self.status[aid] = "skipped"
+                self.skipped.append(aid)
+                self.log(f"run {i}/{self.n_total} {aid}: skip (done: {self.marker(aid)})")
+                continue
+            self.log(f"run {i}/{self.n_total} {aid}: start")
+            t0 = time.time()
+            try:
+                if aid == "analysis/vision_stability":
+                    made = R.vision_stability_all(self)
+                else:
+                    made = R.nmt_stability_all(self)
+                complete = made.get("complete", False)
+            except Exception as e:  # noqa: BLE001
+                import traceback
+
+                self.status[aid] = "failed"
+                self.failed.append(aid)
+                self.log(f"run {i}/{self.n_total} {aid}: FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+                continue
+            dt = time.time() - t0
+            self.status[aid] = "done"
+            if complete:
+                self.mark_done(aid, dt)
+            self.log(f"run {i}/{self.n_total} {aid}: done in {fmt_dur(dt)}"
+                     + ("" if complete else " (partial: some models are missing; not marked done)"))
+
+    def run(self) -> int:
+        self.log(f"lskd-study --scale {self.scale_name}: {self.n_total} runs into {self.out} "
+                 f"({self.jobs} track(s) side by side, {self.threads} thread(s) each); "
+                 f"first estimate ~{fmt_dur(self.study_eta())}")
+        self.log(self.scale.note)
+        tracks = [t for t in ("nmt", "vision") if t in self.tracks]
+        if self.jobs > 1 and len(tracks) > 1:
+            ths = [threading.Thread(target=self.run_track, args=(t,), name=t) for t in tracks]
+            for t in ths:
+                t.start()
+            for t in ths:
+                while t.is_alive():
+                    t.join(0.5)
+        else:
+            for t in tracks:
+                self.run_track(t)
+        self.run_analysis()
+        return self.finish()
+
+    def finish(self) -> int:
+        from lskd_fairseq.analysis import report as R
+
+        path = R.write_report(self)
+        n_run = sum(1 for s in self.status.values() if s == "done")
+        self.log(f"report: {path}  ({n_run} run(s) done now, {len(self.skipped)} skipped as already done, "
+                 f"{len(self.failed)} failed; total {fmt_dur(time.time() - self.t0)})")
+        return 1 if self.failed else 0
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lskd-study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=SP.SCALES, default="cpu")
+    p.add_argument("--out", default=None, help="output folder (default: <repo>/runs/study-<scale>)")
+    p.add_argument("--only", choices=["nmt", "vision"], default=None, help="run one track only")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="tracks run side by side (default: 2 for smoke/cpu, 1 for full)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: cores / jobs)")
+    p.add_argument("--nmt-work", default=None,
+                   help="the Multi30k recipe's work folder (default OUT/nmt); point it at an existing "
+                        "recipe run of the same scale to reuse its models")
+    p.add_argument("--report-only", action="store_true", help="rebuild report.md and figures from what exists")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
+    p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between progress lines")
+    return p
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import logging
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    warnings.filterwarnings("ignore")
+    for name in ("matplotlib", "PIL", "fairseq", "lskd_fairseq"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    out = args.out or os.path.join(SP.REPO, "runs", f"study-{args.scale}")
+    tracks = (args.only,) if args.only else ("nmt", "vision")
+    st = Study(args.scale, out, jobs=args.jobs, tracks=tracks, nmt_work=args.nmt_work, threads=args.threads,
+               heartbeat_s=args.heartbeat)
+    if args.dry_run:
+        for r in st.runs:
+            cmd = st.vision_cmd(r) if r.kind == "vision_train" else st.recipe_cmd(r) if r.kind == "recipe_stage" else ["(in-process)"]
+            done = " [done]" if st.is_done(r.id) else ""
+            print(f"{st.index[r.id]:>2}/{st.n_total} {r.id}{done}: {r.title}\n      {' '.join(shlex.quote(c) for c in cmd)}")
+        for a in st.analysis_ids:
+            print(f"{st.index[a]:>2}/{st.n_total} {a}{' [done]' if st.is_done(a) else ''}: (in-process)")
+        return 0
+    if args.report_only:
+        return st.finish() and 0
+    try:
+        return st.run()
+    except KeyboardInterrupt:
+        st.kill()
+        st.log("interrupted: finished runs keep their markers; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
