@@ -406,7 +406,7 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
             v = INCONCLUSIVE
         ev = (f"teacher BLEU {nm['teacher_ls']['bleu']:.2f} (LS) vs {nm['teacher_nols']['bleu']:.2f} (no LS), "
               f"{dt:+.2f}; word-KD student {nm['student_wordkd_ls']['bleu']:.2f} vs "
-              f"{nm['student_wordkd_nols']['bleu']:.2f}, {ds:+.2f} (|difference| < 0.5 BLEU is treated as noise)")
+              f"{nm['student_wordkd_nols']['bleu']:.2f}, {ds:+.2f} (differences under 0.5 BLEU are treated as noise)")
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], _verdict(study, v), ev))
     else:
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], INCONCLUSIVE, "NMT results missing"))
@@ -616,8 +616,8 @@ def write_report(study) -> str:
     L.append(_table(["run", "what", "status", "wall time"], rows))
     L.append("")
     L.append(f"Vision settings: teacher {v.teacher_arch} ({v.teacher_epochs} epochs), student {v.student_arch} "
-             f"({v.student_epochs} epochs), batch {v.batch_size}, SGD lr {v.lr} cosine, LS {v.label_smoothing} "
-             f"(fairseq convention), KD alpha 1 (soft labels only), "
+             f"({v.student_epochs} epochs), batch {v.batch_size}, SGD lr {v.lr} cosine, weight decay 5e-4, LS "
+             f"{v.label_smoothing} ({v.ls_convention} convention), KD alpha 1 (soft labels only), "
              + (f"{v.subset_train_per_class} train / {v.subset_test_per_class} test images a class (symlinked subset)"
                 if v.subset_train_per_class else
                 f"{v.train_per_class or 'all'} training images a class, full 10,000-image test set")

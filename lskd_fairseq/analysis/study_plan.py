@@ -40,6 +40,7 @@ class VisionScale:
     lr: float
     temperatures: List[float]
     label_smoothing: float = 0.1
+    ls_convention: str = "uniform"  # eps/K on every class, as torchvision (the paper's ImageNet models)
     # smoke: a symlinked subset folder (train/test per class); otherwise the tarball itself
     subset_train_per_class: int = 0
     subset_test_per_class: int = 0
@@ -59,7 +60,9 @@ class NmtScale:
     max_update_student: int
     est_teacher_s: float
     est_student_s: float
-    est_other_s: float
+    est_other_s: float  # data preparation
+    est_distill_s: float = 60  # one teacher translating the training set
+    est_eval_s: float = 30  # one model: generate on the test set + sacreBLEU
     top_tokens: int = 1000
 
 
@@ -81,7 +84,8 @@ SCALE_DEFS: Dict[str, Scale] = {
             subset_train_per_class=40, subset_test_per_class=20, val_fraction=0.1,
             est_teacher_s=12, est_student_s=12,
         ),
-        nmt=NmtScale("smoke", 12, 8, est_teacher_s=15, est_student_s=12, est_other_s=15, top_tokens=200),
+        nmt=NmtScale("smoke", 12, 8, est_teacher_s=20, est_student_s=15, est_other_s=20,
+                     est_distill_s=40, est_eval_s=25, top_tokens=200),
         jobs=2,
         note=(
             "smoke scale is a plumbing check: a few hundred sentences and images, one epoch "
@@ -91,17 +95,19 @@ SCALE_DEFS: Dict[str, Scale] = {
     "cpu": Scale(
         name="cpu",
         vision=VisionScale(
-            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=12, student_epochs=10,
+            # the same settings as recipes/vision/cifar10_ls_kd.sh at its CPU scale
+            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=15, student_epochs=15,
             batch_size=128, lr=0.1, temperatures=[1, 2, 4],
-            train_per_class=1000, val_fraction=0.02,
-            est_teacher_s=1100, est_student_s=650,
+            train_per_class=1000, val_fraction=0.1,
+            est_teacher_s=1500, est_student_s=1000,
         ),
-        nmt=NmtScale("cpu", 1500, 1000, est_teacher_s=1000, est_student_s=500, est_other_s=300),
+        nmt=NmtScale("cpu", 1500, 1000, est_teacher_s=1500, est_student_s=700, est_other_s=300,
+                     est_distill_s=900, est_eval_s=60),
         jobs=2,
         note=(
             "cpu scale: Multi30k en-de with the recipe's cpu models (3-layer/256 teacher, "
             "2-layer/128 student, 1500/1000 updates) and CIFAR-10 with 1,000 training images a "
-            "class, ResNet-20 teachers and ResNet-8 students for 12/10 epochs; one seed. Far "
+            "class, ResNet-20 teachers and ResNet-8 students for 15 epochs; one seed. Far "
             "below the paper's ImageNet/IWSLT settings: differences smaller than the noise "
             "estimates given with each table are not evidence either way."
         ),
@@ -113,7 +119,8 @@ SCALE_DEFS: Dict[str, Scale] = {
             batch_size=128, lr=0.1, temperatures=[1, 2, 4], val_fraction=0.1, small_input_stem=True,
             est_teacher_s=4 * 3600, est_student_s=3 * 3600,
         ),
-        nmt=NmtScale("full", 15000, 15000, est_teacher_s=3 * 3600, est_student_s=3 * 3600, est_other_s=1800),
+        nmt=NmtScale("full", 15000, 15000, est_teacher_s=3 * 3600, est_student_s=3 * 3600, est_other_s=1800,
+                     est_distill_s=1800, est_eval_s=300),
         jobs=1,
         note=(
             "full scale: the paper's pairs on a GPU (ResNet-50 teacher -> ResNet-18 student, 200 "
@@ -136,6 +143,8 @@ class Run:
     args: Dict = field(default_factory=dict)
     total: Optional[int] = None  # epochs (vision) or updates (nmt) for progress
     unit: str = "epoch"
+    deps: List[str] = field(default_factory=list)  # runs that must be done first
+    soft: bool = False  # run once the deps have finished, even if some failed (analysis)
 
 
 def t_tag(t: float) -> str:
@@ -145,60 +154,68 @@ def t_tag(t: float) -> str:
 def vision_runs(scale: Scale, work: str) -> List[Run]:
     v = scale.vision
     runs: List[Run] = []
+    data_dep: List[str] = []
     if v.subset_train_per_class:
         runs.append(Run("vision/data", "vision", "vision_subset", "CIFAR-10 subset (symlinks)", 5,
                         {"train": v.subset_train_per_class, "test": v.subset_test_per_class}, unit="step"))
+        data_dep = ["vision/data"]
     teachers = [("teacher_nols", 0.0), ("teacher_ls", v.label_smoothing)]
     for name, ls in teachers:
         runs.append(Run(f"vision/{name}", "vision", "vision_train",
                         f"CIFAR-10 teacher {v.teacher_arch}, LS {ls:g}", v.est_teacher_s,
                         {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None},
-                        total=v.teacher_epochs))
+                        total=v.teacher_epochs, deps=list(data_dep)))
     runs.append(Run("vision/student_nokd", "vision", "vision_train",
                     f"CIFAR-10 student {v.student_arch}, no KD", v.est_student_s * 0.6,
                     {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0, "teacher": None},
-                    total=v.student_epochs))
+                    total=v.student_epochs, deps=list(data_dep)))
     for t in v.temperatures:
         for name, _ in teachers:
             runs.append(Run(f"vision/student_{name[len('teacher_'):]}_{t_tag(t)}", "vision", "vision_train",
                             f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}", v.est_student_s,
                             {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
-                             "teacher": name, "T": t}, total=v.student_epochs))
+                             "teacher": name, "T": t}, total=v.student_epochs, deps=[f"vision/{name}"]))
     return runs
 
 
+_T = ["nmt/teacher_ls", "nmt/teacher_nols"]
 NMT_MODELS = [
-    # (study run id, recipe stage, recipe step(s) that hold the training log, title, teacher?)
-    ("nmt/data", "prepare:binarize", [], "Multi30k data: raw text, sentencepiece, binarize", None),
-    ("nmt/teacher_ls", "teacher_ls", ["teacher_ls"], "NMT teacher with LS", "teacher"),
-    ("nmt/teacher_nols", "teacher_nols", ["teacher_nols"], "NMT teacher without LS", "teacher"),
-    ("nmt/student_nokd", "student_nokd", ["student_nokd"], "NMT student, no KD", "student"),
+    # (study run id, recipe stage(s), recipe step(s) holding a training log, title, kind, deps)
+    ("nmt/data", "prepare:binarize", [], "Multi30k data: raw text, sentencepiece, binarize", None, []),
+    ("nmt/teacher_ls", "teacher_ls", ["teacher_ls"], "NMT teacher with LS", "teacher", ["nmt/data"]),
+    ("nmt/teacher_nols", "teacher_nols", ["teacher_nols"], "NMT teacher without LS", "teacher", ["nmt/data"]),
+    ("nmt/student_nokd", "student_nokd", ["student_nokd"], "NMT student, no KD", "student", ["nmt/data"]),
     ("nmt/student_wordkd", "student_wordkd", ["student_wordkd_ls", "student_wordkd_nols"],
-     "NMT word-level KD students of both teachers, T=1", "student2"),
-    ("nmt/distill", "distill", [], "NMT teachers translate the training set (sequence-level KD data)", None),
+     "NMT word-level KD students of both teachers, T=1", "student2", _T),
+    ("nmt/distill", "distill", [], "NMT teachers translate the training set (sequence-level KD data)", None, _T),
     ("nmt/student_seqkd", "student_seqkd", ["student_seqkd_ls", "student_seqkd_nols"],
-     "NMT sequence-level KD students of both teachers", "student2"),
-    ("nmt/evaluate", "evaluate", [], "NMT test-set BLEU of all seven models", None),
+     "NMT sequence-level KD students of both teachers", "student2", ["nmt/distill"]),
+    ("nmt/evaluate", "evaluate", [], "NMT test-set BLEU of all seven models", None,
+     _T + ["nmt/student_nokd", "nmt/student_wordkd", "nmt/student_seqkd"]),
 ]
 
 
 def nmt_runs(scale: Scale, work: str) -> List[Run]:
     n = scale.nmt
     runs = []
-    for rid, stage, steps, title, what in NMT_MODELS:
+    for rid, stage, steps, title, what, deps in NMT_MODELS:
         if what == "teacher":
             est, total = n.est_teacher_s, n.max_update_teacher
         elif what == "student":
             est, total = n.est_student_s, n.max_update_student
         elif what == "student2":
             est, total = 2 * n.est_student_s, 2 * n.max_update_student
+        elif rid == "nmt/distill":
+            est, total = 2 * n.est_distill_s, None
+        elif rid == "nmt/evaluate":
+            est, total = 7 * n.est_eval_s, None
         else:
             est, total = n.est_other_s, None
         lo, _, hi = stage.partition(":")
         runs.append(Run(rid, "nmt", "recipe_stage", title, est,
                         {"stage": lo, "stop_stage": hi or lo, "steps": steps,
                          "max_update": n.max_update_teacher if what == "teacher" else n.max_update_student},
-                        total=total, unit="update"))
+                        total=total, unit="update", deps=list(deps)))
     return runs
 
 
@@ -209,4 +226,14 @@ def plan(scale_name: str, work: str, tracks=("nmt", "vision")) -> List[Run]:
         runs += nmt_runs(scale, work)
     if "vision" in tracks:
         runs += vision_runs(scale, work)
+    if "vision" in tracks:
+        runs.append(Run("analysis/vision_stability", "analysis", "analysis",
+                        "1-S, ECE, class-mean softmax and penultimate features of every CIFAR-10 model",
+                        30 if scale_name == "smoke" else 300,
+                        deps=[r.id for r in runs if r.kind == "vision_train"], soft=True, unit="model"))
+    if "nmt" in tracks:
+        runs.append(Run("analysis/nmt_stability", "analysis", "analysis",
+                        "token-level 1-S and ECE of the NMT teachers and word-KD students",
+                        20 if scale_name == "smoke" else 240,
+                        deps=["nmt/teacher_ls", "nmt/teacher_nols", "nmt/student_wordkd"], soft=True, unit="model"))
     return runs

@@ -68,20 +68,16 @@ class Study:
         self.quiet = quiet
         self.heartbeat_s = heartbeat_s
         self.runs = SP.plan(scale, self.out, self.tracks)
-        self.analysis_ids = ["analysis/vision_stability" if "vision" in self.tracks else None,
-                             "analysis/nmt_stability" if "nmt" in self.tracks else None]
-        self.analysis_ids = [a for a in self.analysis_ids if a]
-        self.n_total = len(self.runs) + len(self.analysis_ids)
+        self.n_total = len(self.runs)
         self.index = {r.id: i + 1 for i, r in enumerate(self.runs)}
-        for j, a in enumerate(self.analysis_ids):
-            self.index[a] = len(self.runs) + j + 1
         self.status: Dict[str, str] = {}
         self.durations: Dict[str, float] = {}
         self.est_done = 0.0
         self.obs_done = 0.0
         self.failed: List[str] = []
         self.skipped: List[str] = []
-        self.current: Dict[str, Dict] = {}  # track -> {run, t0, done, total}
+        self.current: Dict[str, Dict] = {}  # worker -> {run, t0, done, total}
+        self._lock = threading.Lock()
         self.procs: List[subprocess.Popen] = []
         self.t0 = time.time()
         for d in ("logs", ".done", "vision", "analysis"):
@@ -115,20 +111,17 @@ class Study:
         return (self.obs_done / self.est_done) if self.est_done > 0 else 1.0
 
     def study_eta(self) -> float:
+        """Remaining estimated time: running runs' own estimates plus pending runs' priors
+        (scaled by how fast finished runs were), spread over the workers."""
         sp = self.speed()
-        per_track = {}
+        running = {c["run"].id: c for c in list(self.current.values())}
+        rem = 0.0
         for r in self.runs:
-            if self.status.get(r.id) in ("done", "skipped", "failed"):
+            stt = self.status.get(r.id)
+            if stt in ("done", "skipped", "failed"):
                 continue
-            cur = self.current.get(r.track)
-            if cur and cur["run"].id == r.id:
-                rem = self.run_eta(cur)
-            else:
-                rem = r.est_s * sp
-            per_track[r.track] = per_track.get(r.track, 0.0) + max(0.0, rem)
-        analysis = 0.0 if all(self.status.get(a) for a in self.analysis_ids) else 60.0 * sp
-        vals = list(per_track.values()) or [0.0]
-        return (max(vals) if self.jobs > 1 else sum(vals)) + analysis
+            rem += max(0.0, self.run_eta(running[r.id])) if r.id in running else r.est_s * sp
+        return rem / max(1, self.jobs)
 
     def run_eta(self, cur: Dict) -> float:
         el = time.time() - cur["t0"]
@@ -138,16 +131,20 @@ class Study:
             return el * (1 - frac_new) / max(frac_new, 1e-6)
         return max(0.0, cur["run"].est_s * self.speed() - el)
 
-    def progress(self, track: str, extra: str = "") -> None:
-        cur = self.current.get(track)
+    def progress(self, wid: str, extra: str = "") -> None:
+        cur = self.current.get(wid)
         if not cur:
             return
         r = cur["run"]
         pos = ""
+        if cur.get("sub"):
+            pos += f" {cur['sub']}"
         if cur.get("total"):
-            pos = f" {r.unit} {cur.get('done') or 0}/{cur['total']}"
+            pos += f" {r.unit} {cur.get('done') or 0}/{cur['total']}"
+        left = self.run_eta(cur)
+        left_s = f"~{fmt_dur(left)}" if left > 0 else "? (over the estimate)"
         self.log(f"run {self.index[r.id]}/{self.n_total} {r.id}:{pos}{extra} | elapsed {fmt_dur(time.time() - cur['t0'])}"
-                 f", run left ~{fmt_dur(self.run_eta(cur))}, study left ~{fmt_dur(self.study_eta())}")
+                 f", run left {left_s}, study left ~{fmt_dur(self.study_eta())}")
 
     # ------------------------------------------------------------ commands
     def env(self) -> Dict[str, str]:
@@ -177,7 +174,8 @@ class Study:
         cmd = [os.path.join(os.path.dirname(sys.executable), "lskd-vision-train"), self.vision_data(),
                "--output", self.vision_dir(name), "--resume",
                "--model", a["arch"], "--epochs", str(a["epochs"]), "--batch-size", str(v.batch_size),
-               "--lr", str(v.lr), "--label-smoothing", str(a["ls"]), "--val-fraction", str(v.val_fraction),
+               "--lr", str(v.lr), "--label-smoothing", str(a["ls"]), "--ls-convention", v.ls_convention,
+               "--weight-decay", "5e-4", "--sched", "cosine", "--val-fraction", str(v.val_fraction),
                "--workers", "0", "--threads", str(self.threads), "--seed", "0", "--no-progress"]
         if v.train_per_class:
             cmd += ["--train-per-class", str(v.train_per_class)]
@@ -238,8 +236,12 @@ class Study:
                             cur.setdefault("done0", 0)
                             last_beat[0] = time.time()
                             self.progress(track)
-                    elif " ERROR" in line or "skip " in line:
-                        self.log(f"  {track}: {line.strip()}")
+                    else:
+                        m = re.search(r": (run|skip) +(\S+)", line)
+                        if m:
+                            cur["sub"] = m.group(2) + (" (skipped: done)" if m.group(1) == "skip" else "")
+                        if "ERROR" in line:
+                            self.log(f"  {cur['run'].id}: {line.strip()}")
                 rc = proc.wait()
             finally:
                 stop.set()
@@ -299,18 +301,18 @@ class Study:
         with open(logpath, "a") as f:
             f.write(f"subset of {splits.root}: {r.args['train']} train / {r.args['test']} test images a class -> {dest}\n")
 
-    def execute(self, r: SP.Run) -> bool:
+    def execute(self, r: SP.Run, wid: str = "w1") -> bool:
         i = self.index[r.id]
         if self.is_done(r.id):
             self.status[r.id] = "skipped"
             self.skipped.append(r.id)
             self.log(f"run {i}/{self.n_total} {r.id}: skip (done: {self.marker(r.id)})")
             return True
-        self.log(f"run {i}/{self.n_total} {r.id}: start - {r.title} (estimated ~{fmt_dur(r.est_s * self.speed())}; "
+        self.log(f"run {i}/{self.n_total} {r.id}: start [{wid}] - {r.title} (estimated ~{fmt_dur(r.est_s * self.speed())}; "
                  f"log {os.path.join(self.out, 'logs', r.id.replace('/', '__') + '.log')})")
         logpath = os.path.join(self.out, "logs", r.id.replace("/", "__") + ".log")
         cur = {"run": r, "t0": time.time(), "total": r.total, "done": None}
-        self.current[r.track] = cur
+        self.current[wid] = cur
         self.status[r.id] = "running"
         ok = True
         try:
@@ -318,18 +320,34 @@ class Study:
                 self._vision_subset(r, logpath)
                 rc = 0
             elif r.kind == "vision_train":
-                rc = self._spawn(self.vision_cmd(r), logpath, r.track, True, [])
+                rc = self._spawn(self.vision_cmd(r), logpath, wid, True, [])
             elif r.kind == "recipe_stage":
-                rc = self._spawn(self.recipe_cmd(r), logpath, r.track, False, r.args.get("steps", []))
+                rc = self._spawn(self.recipe_cmd(r), logpath, wid, False, r.args.get("steps", []))
+            elif r.kind == "analysis":
+                from lskd_fairseq.analysis import report as R
+
+                import torch
+
+                torch.set_num_threads(self.threads)
+                fn = R.vision_stability_all if r.id == "analysis/vision_stability" else R.nmt_stability_all
+                complete = fn(self).get("complete", False)
+                rc = 0
+                if not complete:
+                    self.log(f"run {i}/{self.n_total} {r.id}: partial (some models are missing); not marked done")
+                    self.status[r.id] = "partial"
+                    self.current.pop(wid, None)
+                    return True
             else:
                 raise ValueError(r.kind)
             ok = rc == 0
-        except Exception as e:  # noqa: BLE001 - a failed run is reported, the other track goes on
+        except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
+            import traceback
+
             with open(logpath, "a") as f:
-                f.write(f"\nERROR: {type(e).__name__}: {e}\n")
+                f.write(f"\nERROR: {type(e).__name__}: {e}\n{traceback.format_exc()}\n")
             ok = False
         dt = time.time() - cur["t0"]
-        self.current.pop(r.track, None)
+        self.current.pop(wid, None)
         if ok:
             self.mark_done(r.id, dt)
             self.status[r.id] = "done"
@@ -349,66 +367,50 @@ class Study:
             self.log(f"run {i}/{self.n_total} {r.id}: FAILED after {fmt_dur(dt)}; log {logpath}\n{tail}")
         return ok
 
-    def run_track(self, track: str) -> None:
-        for r in [r for r in self.runs if r.track == track]:
-            if not self.execute(r):
-                rest = [x.id for x in self.runs if x.track == track and x.id not in self.status]
-                for x in rest:
-                    self.status[x] = "failed"
-                    self.failed.append(x)
-                if rest:
-                    self.log(f"{track}: not running {', '.join(rest)} (an earlier {track} run failed)")
-                return
-
-    def run_analysis(self) -> None:
-        from lskd_fairseq.analysis import report as R
-
-        for aid in self.analysis_ids:
-            i = self.index[aid]
-            if self.is_done(aid):
-                self.status[aid] = "skipped"
-                self.skipped.append(aid)
-                self.log(f"run {i}/{self.n_total} {aid}: skip (done: {self.marker(aid)})")
+    def worker(self, wid: str) -> None:
+        """Take the first run (in plan order) whose dependencies are done, until none is left."""
+        while True:
+            with self._lock:
+                pending = [r for r in self.runs if r.id not in self.status]
+                if not pending:
+                    return
+                pick = None
+                for r in pending:
+                    bad = [dd for dd in r.deps if self.status.get(dd) == "failed"]
+                    if r.soft:
+                        if all(self.status.get(dd) in ("done", "skipped", "failed") for dd in r.deps):
+                            pick = r
+                            break
+                        continue
+                    if bad:
+                        self.status[r.id] = "failed"
+                        self.failed.append(r.id)
+                        self.log(f"run {self.index[r.id]}/{self.n_total} {r.id}: not run ({', '.join(bad)} failed)")
+                        continue
+                    if all(self.status.get(dd) in ("done", "skipped") for dd in r.deps):
+                        pick = r
+                        break
+                if pick is not None:
+                    self.status[pick.id] = "claimed"
+            if pick is None:
+                if not [r for r in self.runs if r.id not in self.status]:
+                    return
+                time.sleep(0.5)
                 continue
-            self.log(f"run {i}/{self.n_total} {aid}: start")
-            t0 = time.time()
-            try:
-                if aid == "analysis/vision_stability":
-                    made = R.vision_stability_all(self)
-                else:
-                    made = R.nmt_stability_all(self)
-                complete = made.get("complete", False)
-            except Exception as e:  # noqa: BLE001
-                import traceback
-
-                self.status[aid] = "failed"
-                self.failed.append(aid)
-                self.log(f"run {i}/{self.n_total} {aid}: FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}")
-                continue
-            dt = time.time() - t0
-            self.status[aid] = "done"
-            if complete:
-                self.mark_done(aid, dt)
-            self.log(f"run {i}/{self.n_total} {aid}: done in {fmt_dur(dt)}"
-                     + ("" if complete else " (partial: some models are missing; not marked done)"))
+            self.execute(pick, wid)
 
     def run(self) -> int:
         self.log(f"lskd-study --scale {self.scale_name}: {self.n_total} runs into {self.out} "
-                 f"({self.jobs} track(s) side by side, {self.threads} thread(s) each); "
+                 f"({self.jobs} run(s) at a time, {self.threads} thread(s) each); "
                  f"first estimate ~{fmt_dur(self.study_eta())}")
         self.log(self.scale.note)
-        tracks = [t for t in ("nmt", "vision") if t in self.tracks]
-        if self.jobs > 1 and len(tracks) > 1:
-            ths = [threading.Thread(target=self.run_track, args=(t,), name=t) for t in tracks]
-            for t in ths:
-                t.start()
-            for t in ths:
-                while t.is_alive():
-                    t.join(0.5)
-        else:
-            for t in tracks:
-                self.run_track(t)
-        self.run_analysis()
+        ths = [threading.Thread(target=self.worker, args=(f"w{k + 1}",), name=f"w{k + 1}", daemon=True)
+               for k in range(self.jobs)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            while t.is_alive():
+                t.join(0.5)
         return self.finish()
 
     def finish(self) -> int:
@@ -434,9 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=SP.SCALES, default="cpu")
     p.add_argument("--out", default=None, help="output folder (default: <repo>/runs/study-<scale>)")
-    p.add_argument("--only", choices=["nmt", "vision"], default=None, help="run one track only")
+    p.add_argument("--only", choices=["nmt", "vision"], default=None, help="run one track only (NMT or vision)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="tracks run side by side (default: 2 for smoke/cpu, 1 for full)")
+                   help="runs at a time (default: 2 for smoke/cpu, 1 for full); a run starts when the runs it needs are done")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: cores / jobs)")
     p.add_argument("--nmt-work", default=None,
                    help="the Multi30k recipe's work folder (default OUT/nmt); point it at an existing "
@@ -467,9 +469,8 @@ def main(argv=None) -> int:
         for r in st.runs:
             cmd = st.vision_cmd(r) if r.kind == "vision_train" else st.recipe_cmd(r) if r.kind == "recipe_stage" else ["(in-process)"]
             done = " [done]" if st.is_done(r.id) else ""
-            print(f"{st.index[r.id]:>2}/{st.n_total} {r.id}{done}: {r.title}\n      {' '.join(shlex.quote(c) for c in cmd)}")
-        for a in st.analysis_ids:
-            print(f"{st.index[a]:>2}/{st.n_total} {a}{' [done]' if st.is_done(a) else ''}: (in-process)")
+            deps = f" (after {', '.join(r.deps)})" if r.deps else ""
+            print(f"{st.index[r.id]:>2}/{st.n_total} {r.id}{done}: {r.title}{deps}\n      {' '.join(shlex.quote(c) for c in cmd)}")
         return 0
     if args.report_only:
         return st.finish() and 0
