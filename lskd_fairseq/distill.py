@@ -304,6 +304,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter-max-len", type=int, default=250, help="max tokens on either side")
     p.add_argument("--filter-ratio", type=float, default=3.0, help="max length ratio (0: no check)")
     p.add_argument("--on-filtered", choices=("reference", "drop"), default="reference")
+    p.add_argument("--write-nbest", action="store_true",
+                   help="also write OUT/<split>.nbest.<tgt>: id<TAB>rank<TAB>score<TAB>hypothesis, n-best per sample")
     p.add_argument("--copy-other-splits", action="store_true",
                    help="copy the data-bin's other splits instead of symlinking them")
     p.add_argument("--cpu", action="store_true")
@@ -337,6 +339,8 @@ def run(args) -> dict:
     from lskd_fairseq.teacher import Teacher, split_paths
 
     t_start = time.time()
+    if args.nbest > args.beam:
+        raise DistillError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     task = _setup_task(args.data, args.source_lang, args.target_lang)
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
     split = args.split
@@ -352,7 +356,7 @@ def run(args) -> dict:
     fingerprint = {"teacher": teacher_fp["ensemble_sha256"], "data": gold_fp["sha256"], "generation": gen_opts}
     out_opts = {"select": args.select, "bleu_remove_bpe": args.bleu_remove_bpe,
                 "filter_max_len": args.filter_max_len, "filter_ratio": args.filter_ratio,
-                "on_filtered": args.on_filtered}
+                "on_filtered": args.on_filtered, "write_nbest": bool(args.write_nbest)}
 
     mpath = manifest_path(args.out, split)
     old = artifacts.read_json(mpath)
@@ -477,6 +481,11 @@ def run(args) -> dict:
             fs.write(src_lines[i] + "\n")
             ft.write(out_tgt_text[i] + "\n")
             fi.write(f"{i}\n")
+    if args.write_nbest:
+        with open(os.path.join(tmp, f"{split}.nbest.{tgt}"), "w", encoding="utf-8") as fn:
+            for i in range(n):
+                for r, (toks, score) in enumerate(store.done.get(i, [])):
+                    fn.write(f"{i}\t{r}\t{score:.6f}\t{' '.join(tdict[t] for t in toks)}\n")
     gprefix = artifacts.find_split_prefix(args.data, split, src, tgt)
     oprefix = os.path.join(tmp, f"{split}.{src}-{tgt}.")
     if len(keep) == n:
