@@ -65,7 +65,7 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
         assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG", f
         assert f"]({f})" in report
     # every figure was drawn from data, none is a "not drawn" placeholder
-    assert "not drawn" not in log
+    assert "not drawn" not in report
     for rid in ("vision__teacher_ls", "nmt__evaluate", "analysis__vision_stability", "analysis__nmt_stability"):
         assert (out / ".done" / f"{rid}.json").is_file()
 

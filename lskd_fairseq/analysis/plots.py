@@ -61,7 +61,7 @@ def plot_mean_softmax(panels: Sequence[Dict], path: str, class_names: Optional[S
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.8), squeeze=False)
     im = None
-    for ax, p in zip(axes[0], panels):
+    for j, (ax, p) in enumerate(zip(axes[0], panels)):
         m = np.clip(np.asarray(p["class_means"], dtype=np.float64), 1e-5, 1.0)
         im = ax.imshow(m, norm=LogNorm(vmin=1e-5, vmax=1.0), cmap="viridis")
         k = m.shape[0]
@@ -71,7 +71,8 @@ def plot_mean_softmax(panels: Sequence[Dict], path: str, class_names: Optional[S
         ax.set_xticklabels(names, rotation=90, fontsize=7)
         ax.set_yticklabels(names, fontsize=7)
         ax.set_xlabel("output class")
-        ax.set_ylabel("true class")
+        if j == 0:
+            ax.set_ylabel("true class")
         ax.set_title(p.get("title", ""), fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="mean softmax probability")
@@ -135,8 +136,9 @@ def plot_reliability(panels: Sequence[Dict], path: str) -> str:
         ok = ~np.isnan(acc)
         ax.bar(edges[:-1][ok], acc[ok], width=width[ok], align="edge", edgecolor="black",
                color="tab:blue", alpha=0.8, label="accuracy")
-        ax.bar(edges[:-1][ok], (conf - acc)[ok], bottom=acc[ok], width=width[ok], align="edge",
-               edgecolor="tab:red", color="tab:red", alpha=0.25, label="gap to confidence")
+        centres = edges[:-1] + width / 2
+        ax.plot(centres[ok], conf[ok], "_", color="tab:red", markersize=14, mew=2, label="mean confidence")
+        ax.vlines(centres[ok], np.minimum(acc, conf)[ok], np.maximum(acc, conf)[ok], color="tab:red", lw=1)
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

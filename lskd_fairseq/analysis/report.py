@@ -163,6 +163,18 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
     out = study.out
     figs = {}
     v = study.scale.vision
+    d["not_drawn"] = {}
+
+    class _P:  # P with placeholders recorded for the report
+        def __getattr__(self, name):
+            return getattr(P, name)
+
+        @staticmethod
+        def placeholder(path, message):
+            d["not_drawn"][os.path.basename(path)] = message
+            return P.placeholder(path, message)
+
+    P_ = _P()
 
     def fig(name: str) -> str:
         return os.path.join(out, name)
@@ -184,7 +196,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
         d["projection"] = {p["title"]: p["summary"] for p in panels}
         d["projection_classes"] = [classes[c] for c in panels[0]["classes"]]
     else:
-        P.placeholder(path, f"Fig. 1 not drawn: {why}")
+        P_.placeholder(path, f"Fig. 1 not drawn: {why}")
     figs["projection"] = path
 
     # Fig. 4: mean softmax
@@ -197,7 +209,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
              "class_means": d["vstab"]["teacher_nols"]["class_means"]},
         ], path, class_names=d["vstab"]["teacher_ls"]["classes"])
     else:
-        P.placeholder(path, "Fig. 4 not drawn: a vision teacher's stability result is missing")
+        P_.placeholder(path, "Fig. 4 not drawn: a vision teacher's stability result is missing")
     figs["mean_softmax"] = path
 
     # Fig. 5, vision: students at T=1
@@ -212,7 +224,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
         P.plot_curves(series, path, metric_name="validation top-1 (%)",
                       title="CIFAR-10 students: training loss (KD term at T=1) and validation accuracy per epoch")
     else:
-        P.placeholder(path, "Fig. 5 (vision) not drawn: no student run finished")
+        P_.placeholder(path, "Fig. 5 (vision) not drawn: no student run finished")
     figs["curves_vision"] = path
 
     # Fig. 5, NMT: word-KD students
@@ -233,7 +245,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
         P.plot_curves(series, path, metric_name=metric,
                       title="Multi30k students: training loss and validation metric per epoch")
     else:
-        P.placeholder(path, "Fig. 5 (NMT) not drawn: no student training log")
+        P_.placeholder(path, "Fig. 5 (NMT) not drawn: no student training log")
     figs["curves_nmt"] = path
 
     # temperature
@@ -252,7 +264,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
         P.plot_temperature(series, path, metric_name="student test top-1 (%)",
                            title="CIFAR-10 students against KD temperature (alpha = 1)")
     else:
-        P.placeholder(path, "temperature figure not drawn: no KD student finished")
+        P_.placeholder(path, "temperature figure not drawn: no KD student finished")
     figs["temperature"] = path
 
     # reliability
@@ -262,7 +274,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
     if panels:
         P.plot_reliability(panels, path)
     else:
-        P.placeholder(path, "vision reliability diagrams not drawn: no teacher stability result")
+        P_.placeholder(path, "vision reliability diagrams not drawn: no teacher stability result")
     figs["reliability_vision"] = path
     path = fig("fig_reliability_nmt.png")
     panels = [{"title": f"NMT {n} (token level, valid)", "calibration": d["nstab"][n]["calibration"]}
@@ -270,7 +282,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
     if panels:
         P.plot_reliability(panels, path)
     else:
-        P.placeholder(path, "NMT reliability diagrams not drawn: no teacher stability result")
+        P_.placeholder(path, "NMT reliability diagrams not drawn: no teacher stability result")
     figs["reliability_nmt"] = path
     return figs
 
@@ -594,7 +606,8 @@ def write_report(study) -> str:
         "reliability_nmt": "Reliability diagrams (token-level ECE, validation split) of the NMT teachers.",
     }
     for k, p in figs.items():
-        L.append(f"- {cap[k]}  \n  ![{k}]({os.path.basename(p)})")
+        nd = d["not_drawn"].get(os.path.basename(p))
+        L.append(f"- {cap[k]}" + (f" **{nd}**" if nd else "") + f"  \n  ![{k}]({os.path.basename(p)})")
     L.append("")
     if d.get("projection"):
         L.append("Projection summary (spread = RMS distance to the class centre in the plane; ratio = centre "
