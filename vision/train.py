@@ -460,7 +460,7 @@ def run(args) -> Dict:
             # two-step schedule: step 2 begins with binary weights and a fresh optimizer
             set_binary_weights(model, True)
             optimizer = _make_optimizer(args, model)
-            log(f"epoch {epoch}: binary step 2 (binary weights), fresh optimizer")
+            log(f"epoch {epoch + 1}: binary step 2 (binary weights), fresh optimizer")
         stage_start, stage_epochs = _stage(args, epoch)
         sched = LRSchedule(args.lr, stage_epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch),
                            args.sched, args.min_lr, [m * steps_per_epoch for m in args.decay_milestones], args.decay_rate)
