@@ -1,0 +1,104 @@
+"""Translate a test set with several fairseq checkpoints and score each with sacreBLEU,
+in one process (the recipes' evaluate stage; fairseq's start-up costs more than a
+small test set's decoding).
+
+    python -m lskd_fairseq.cli.evaluate DATA_BIN --ref raw/test.de --spm spm.model \\
+        --results-dir results --gen-dir gen \\
+        --model teacher_ls=models/teacher_ls/checkpoint_best.pt ... \\
+        --meta scale=cpu --model-meta teacher_ls:order=1 ... \\
+        -- --beam 5 --lenpen 1 --max-tokens 8000 --cpu      (fairseq-generate options)
+
+For every model: ``fairseq-generate`` output to GEN_DIR/<name>.<subset>.gen, the
+ordered, desegmented hypotheses to GEN_DIR/<name>.<subset>.hyp, and the result
+(``lskd_fairseq.cli.bleu.evaluate`` + parameters, updates, training time) to
+RESULTS_DIR/<name>.json, written last and atomically. A model whose JSON exists
+is skipped unless ``--force``.
+"""
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from lskd_fairseq.cli import bleu
+
+
+def generate(data: str, checkpoint: str, subset: str, out: str, user_dir: str, extra: List[str]) -> None:
+    """fairseq-generate, in this process, into ``out`` (written atomically)."""
+    from fairseq import options, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq_cli import generate as fairseq_generate
+
+    from lskd_fairseq import fairseq_compat
+
+    fairseq_compat.apply()  # checkpoint loading under torch >= 2.6
+
+    argv = [data, "--user-dir", user_dir, "--path", checkpoint, "--gen-subset", subset] + list(extra)
+    parser = options.get_generation_parser()
+    args = options.parse_args_and_arch(parser, input_args=argv)
+    cfg = convert_namespace_to_omegaconf(args)
+    utils.import_user_module(cfg.common)
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8", buffering=1) as fh:
+        fairseq_generate._main(cfg, fh)
+    os.replace(tmp, out)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    gen_args: List[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, gen_args = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(prog="python -m lskd_fairseq.cli.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data")
+    p.add_argument("--subset", default="test")
+    p.add_argument("--ref", required=True, help="raw reference text of the subset")
+    p.add_argument("--spm", help="sentencepiece model to remove subwords with")
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--gen-dir", required=True)
+    p.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT")
+    p.add_argument("--meta", nargs="*", default=[], metavar="KEY=VALUE", help="fields for every JSON")
+    p.add_argument("--model-meta", action="append", default=[], metavar="NAME:KEY=VALUE",
+                   help="a field for one model's JSON")
+    p.add_argument("--user-dir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args(argv)
+
+    common = bleu._parse_meta(args.meta)
+    per_model = {}
+    for item in args.model_meta:
+        name, kv = item.split(":", 1)
+        per_model.setdefault(name, []).append(kv)
+    os.makedirs(args.gen_dir, exist_ok=True)
+    os.makedirs(args.results_dir, exist_ok=True)
+    for spec in args.model:
+        name, ckpt = spec.split("=", 1)
+        out_json = os.path.join(args.results_dir, f"{name}.json")
+        if os.path.exists(out_json) and not args.force:
+            print(f"evaluate: skip {name} ({out_json} exists)", flush=True)
+            continue
+        gen = os.path.join(args.gen_dir, f"{name}.{args.subset}.gen")
+        hyp = os.path.join(args.gen_dir, f"{name}.{args.subset}.hyp")
+        print(f"evaluate: {name}: generating with {ckpt}", flush=True)
+        generate(args.data, ckpt, args.subset, gen, args.user_dir, gen_args)
+        res = bleu.evaluate(args.ref, generate=gen, spm_model=args.spm, hyp_out=hyp)
+        res["name"] = name
+        res["checkpoint"] = os.path.abspath(ckpt)
+        res.update(bleu.checkpoint_info(ckpt))
+        secs = os.path.join(os.path.dirname(ckpt), "train_seconds")
+        if os.path.isfile(secs):
+            with open(secs, encoding="utf-8") as f:
+                res["train_seconds"] = float(f.read().split()[0])
+        res["generate_args"] = " ".join(gen_args)
+        res.update(common)
+        res.update(bleu._parse_meta(per_model.get(name, [])))
+        bleu.write_json(out_json, res)
+        print(f"evaluate: {name}: {res['bleu_string']}", flush=True)
+        print(f"evaluate: {name}: {res['chrf_string']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
