@@ -127,6 +127,41 @@ def load_checkpoint_model(path: str, device="cpu") -> Tuple[nn.Module, Dict]:
     return model.to(device).eval(), config
 
 
+def load_pretrained(model: nn.Module, path: str) -> Dict[str, List[str]]:
+    """Load a plain state dict (e.g. a torchvision ``resnet50-*.pth`` the user downloaded).
+
+    Read with ``weights_only=True``; a ``{"state_dict": ...}``/``{"model": ...}``
+    wrapper and a ``module.`` prefix are accepted. Tensors whose shape differs from
+    the model's (the classifier for another class count) are skipped and listed;
+    any other missing or unexpected key is an error.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--pretrained file {path!r} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot load --pretrained {path!r} (weights_only=True): {e}") from e
+    for key in ("model", "state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"--pretrained {path!r} does not hold a state dict")
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    own = model.state_dict()
+    skipped = [k for k, v in sd.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    for k in skipped:
+        del sd[k]
+    missing = [k for k in own if k not in sd and k not in skipped]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"--pretrained {path!r} does not fit this model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    model.load_state_dict(sd, strict=False)
+    return {"skipped_shape_mismatch": skipped}
+
+
 # ------------------------------------------------------------------ teachers
 class TeacherEnsemble(nn.Module):
     """Frozen teacher(s). Several teachers: log of the mean of their softmaxes.
@@ -416,6 +451,7 @@ __all__ = [
     "iterate_outputs",
     "load_checkpoint",
     "load_checkpoint_model",
+    "load_pretrained",
     "load_teachers",
     "model_from_config",
     "predict",

@@ -43,6 +43,7 @@ from .engine import (
     evaluate,
     is_dist,
     load_checkpoint,
+    load_pretrained,
     load_teachers,
     model_from_config,
     train_one_epoch,
@@ -59,7 +60,7 @@ CSV_COLUMNS = [
 RESUME_KEYS = [
     "arch", "num_classes", "classes", "small_input_stem", "label_smoothing", "ls_convention",
     "teachers", "kd_alpha", "kd_temperature", "kd_topk", "epochs", "batch_size", "world_size",
-    "opt", "lr", "weight_decay", "sched", "warmup_epochs", "seed", "split_seed", "val_fraction",
+    "opt", "lr", "weight_decay", "pretrained", "init_from", "sched", "warmup_epochs", "seed", "split_seed", "val_fraction",
     "imbalance_factor", "train_per_class", "binary_step", "img_size", "input_style", "augment",
 ]
 
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(resnet20, resnet56, resnet8x4, resnet32x4, ...), reactnet18 or mlp")
     g.add_argument("--small-input-stem", action="store_true",
                    help="3x3 stride-1 stem without max-pool for torchvision ResNets / reactnet18 on small images")
+    g.add_argument("--pretrained", default=None, metavar="PTH",
+                   help="initialise from a plain state dict file you downloaded (e.g. torchvision's "
+                   "resnet50-*.pth); a classifier of another shape is left freshly initialised")
     g.add_argument("--init-from", default=None,
                    help="initialise the weights from an lskd_vision checkpoint (e.g. binary step 1 for step 2)")
     g.add_argument("--binary-step", choices=["1", "2", "two-step"], default=None,
@@ -204,7 +208,9 @@ def resolve_args(args) -> None:
         raise UsageError("--epochs and --batch-size must be positive")
     if args.lr is None:
         args.lr = 0.1 if args.opt == "sgd" else 1e-3
-    for path in (args.teacher or []) + ([args.init_from] if args.init_from else []):
+    if args.pretrained and args.init_from:
+        raise UsageError("use either --pretrained or --init-from, not both")
+    for path in (args.teacher or []) + [p for p in (args.init_from, args.pretrained) if p]:
         if not os.path.isfile(path):
             raise UsageError(f"checkpoint {path!r} does not exist")
     if args.eval_batch_size <= 0:
@@ -402,6 +408,9 @@ def run(args) -> Dict:
             raise CheckpointError(f"--init-from {args.init_from!r} is a {ck['config']['arch']} with "
                                   f"{ck['config']['num_classes']} classes, not a {args.arch} with {num_classes}")
         model.load_state_dict(ck["model"])
+    if args.pretrained:
+        skipped = load_pretrained(model, args.pretrained)["skipped_shape_mismatch"]
+        log(f"initialised from {args.pretrained}" + (f"; left fresh (shape differs): {', '.join(skipped)}" if skipped else ""))
 
     sampler, train_loader, eval_loaders = _loaders(args, ds, rank, world, device)
     steps_per_epoch = len(train_loader)
