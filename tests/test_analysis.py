@@ -246,3 +246,19 @@ def test_fairseq_stability_rejects_a_missing_checkpoint(tmp_path):
     proc = run_cli(["lskd-stability", tmp_path / "nope.pt", "--kind", "fairseq"], check=False)
     assert proc.returncode != 0
     assert "not found" in (proc.stderr + proc.stdout)
+
+
+# ------------------------------------------------------------------ report helpers
+def test_paired_bootstrap_matches_sacrebleu_and_is_zero_for_identical_systems():
+    import sacrebleu
+
+    from lskd_fairseq.analysis.bootstrap import paired_bootstrap
+
+    refs = ["a cat sits on the mat", "the dog runs in the park", "two men play football", "a red car"]
+    a = ["a cat sits on a mat", "the dog runs in a park", "two men play soccer", "a red car"]
+    b = ["a cat on the mat", "dog runs park", "men play football", "the red car"]
+    r = paired_bootstrap(a, b, refs, n=200)
+    want = sacrebleu.corpus_bleu(a, [refs]).score - sacrebleu.corpus_bleu(b, [refs]).score
+    assert r["diff"] == pytest.approx(want, abs=1e-9)
+    same = paired_bootstrap(a, a, refs, n=50)
+    assert same["diff"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0

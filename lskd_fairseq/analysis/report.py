@@ -10,8 +10,10 @@ Verdict rules (one seed per setting, so noise estimates are rough):
 
 * accuracy differences are compared with two binomial standard errors of the
   difference, ``2 * sqrt(p1(1-p1)/n + p2(1-p2)/n)`` on the test set;
-* BLEU differences under 0.5 are treated as noise (a usual seed-to-seed spread
-  for 1,000 test sentences);
+* BLEU differences are tested with a paired bootstrap over test sentences
+  (``bootstrap.py``; 95% interval must exclude 0), which covers test-set noise but
+  not seed-to-seed noise; without hypothesis files, differences under 0.5 BLEU
+  are treated as noise;
 * 1-S and ECE comparisons also count how many classes (1-S) agree;
 * at smoke scale every verdict is "inconclusive at this scale".
 """
@@ -407,18 +409,32 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     out.append(("calibration", PN.CLAIMS["calibration"], _verdict(study, v), "; ".join(ev) or "missing"))
 
     # NMT word-level KD
+    from .bootstrap import compare_results
+
+    def _cmp(x: str, y: str):
+        """(difference, 95% CI text, sign): sign +1/-1 when the paired-bootstrap interval excludes 0;
+        without hypothesis files, +1/-1 when the difference is at least 0.5 BLEU."""
+        diff = nm[x]["bleu"] - nm[y]["bleu"]
+        bs = compare_results(nm[x], nm[y])
+        if bs is not None:
+            sign = 1 if bs["ci_low"] > 0 else -1 if bs["ci_high"] < 0 else 0
+            return diff, f"95% paired-bootstrap CI [{bs['ci_low']:+.2f}, {bs['ci_high']:+.2f}]", sign
+        sign = 1 if diff >= 0.5 else -1 if diff <= -0.5 else 0
+        return diff, "no bootstrap (hypotheses missing): differences under 0.5 BLEU treated as noise", sign
+
     if all(k in nm for k in ("teacher_ls", "teacher_nols", "student_wordkd_ls", "student_wordkd_nols")):
-        dt = nm["teacher_ls"]["bleu"] - nm["teacher_nols"]["bleu"]
-        ds = nm["student_wordkd_ls"]["bleu"] - nm["student_wordkd_nols"]["bleu"]
-        if ds >= 0.5 and dt > 0:
+        dt, ct, st_ = _cmp("teacher_ls", "teacher_nols")
+        ds, cs, ss = _cmp("student_wordkd_ls", "student_wordkd_nols")
+        if ss > 0 and dt > 0:
             v = REPRODUCED
-        elif ds <= -0.5:
+        elif ss < 0:
             v = NOT_REPRODUCED
         else:
             v = INCONCLUSIVE
         ev = (f"teacher BLEU {nm['teacher_ls']['bleu']:.2f} (LS) vs {nm['teacher_nols']['bleu']:.2f} (no LS), "
-              f"{dt:+.2f}; word-KD student {nm['student_wordkd_ls']['bleu']:.2f} vs "
-              f"{nm['student_wordkd_nols']['bleu']:.2f}, {ds:+.2f} (differences under 0.5 BLEU are treated as noise)")
+              f"{dt:+.2f} ({ct}); word-KD student {nm['student_wordkd_ls']['bleu']:.2f} vs "
+              f"{nm['student_wordkd_nols']['bleu']:.2f}, {ds:+.2f} ({cs}); one seed, so the interval covers "
+              f"test-set noise only")
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], _verdict(study, v), ev))
     else:
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], INCONCLUSIVE, "NMT results missing"))
@@ -426,11 +442,11 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     # NMT sequence-level KD
     if all(k in nm for k in ("student_nokd", "student_seqkd_ls", "student_seqkd_nols")):
         base = nm["student_nokd"]["bleu"]
-        gl = nm["student_seqkd_ls"]["bleu"] - base
-        gn = nm["student_seqkd_nols"]["bleu"] - base
-        v = REPRODUCED if min(gl, gn) >= 0.5 else NOT_REPRODUCED if max(gl, gn) <= -0.5 else INCONCLUSIVE
+        gl, cl, sl_ = _cmp("student_seqkd_ls", "student_nokd")
+        gn, cn, sn_ = _cmp("student_seqkd_nols", "student_nokd")
+        v = REPRODUCED if (sl_ > 0 and sn_ > 0) else NOT_REPRODUCED if (sl_ < 0 and sn_ < 0) else INCONCLUSIVE
         ev = (f"no-KD student {base:.2f} BLEU; sequence-KD students {nm['student_seqkd_ls']['bleu']:.2f} "
-              f"(LS teacher, {gl:+.2f}) and {nm['student_seqkd_nols']['bleu']:.2f} (no-LS teacher, {gn:+.2f})")
+              f"(LS teacher, {gl:+.2f}, {cl}) and {nm['student_seqkd_nols']['bleu']:.2f} (no-LS teacher, {gn:+.2f}, {cn})")
         out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], _verdict(study, v), ev))
     else:
         out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], INCONCLUSIVE, "NMT results missing"))
@@ -628,14 +644,24 @@ def write_report(study) -> str:
         rows.append([r.id, r.title, st, f"{m['seconds']:.0f} s" if m else "–"])
     L.append(_table(["run", "what", "status", "wall time"], rows))
     L.append("")
-    L.append(f"Vision settings: teacher {v.teacher_arch} ({v.teacher_epochs} epochs), student {v.student_arch} "
-             f"({v.student_epochs} epochs), batch {v.batch_size}, SGD lr {v.lr} cosine, weight decay 5e-4, LS "
-             f"{v.label_smoothing} ({v.ls_convention} convention), KD alpha 1 (soft labels only), "
-             + (f"{v.subset_train_per_class} train / {v.subset_test_per_class} test images a class (symlinked subset)"
-                if v.subset_train_per_class else
-                f"{v.train_per_class or 'all'} training images a class, full 10,000-image test set")
-             + f", validation fraction {v.val_fraction} carved from training. NMT: `recipes/multi30k/run.sh --scale "
-             f"{study.scale.nmt.recipe_scale}` (work folder `{study.nmt_work}`).")
+    tc = (vm.get("teacher_ls") or {}).get("config") or {}
+    sc = (vm.get("student_ls_T1") or {}).get("config") or {}
+    ds = tc.get("dataset") or {}
+    if tc:  # the settings the runs recorded (they win over the current scale definition)
+        sizes = ds.get("sizes", {})
+        L.append(f"Vision settings (from the runs' configs): teacher {tc.get('arch')} ({tc.get('epochs')} epochs), "
+                 f"student {sc.get('arch', v.student_arch)} ({sc.get('epochs', v.student_epochs)} epochs), batch "
+                 f"{tc.get('batch_size')}, {tc.get('opt')} lr {tc.get('lr')} {tc.get('sched')}, weight decay "
+                 f"{tc.get('weight_decay')}, LS {tc.get('label_smoothing')} ({tc.get('ls_convention')} convention), "
+                 f"students: KD alpha {sc.get('kd_alpha', 1)} (soft labels only); images train / val / test = "
+                 f"{sizes.get('train')} / {sizes.get('val')} / {sizes.get('test')} from `{tc.get('data')}`.")
+    else:
+        L.append(f"Vision settings (scale definition; no run finished yet): teacher {v.teacher_arch} "
+                 f"({v.teacher_epochs} epochs), student {v.student_arch} ({v.student_epochs} epochs), batch "
+                 f"{v.batch_size}, SGD lr {v.lr} cosine, LS {v.label_smoothing} ({v.ls_convention} convention), "
+                 f"KD alpha 1 (soft labels only).")
+    L.append(f"NMT: `recipes/multi30k/run.sh --scale {study.scale.nmt.recipe_scale}` (work folder "
+             f"`{study.nmt_work}`; settings in its logs).")
     L.append("")
     path = os.path.join(study.out, "report.md")
     tmp = path + ".tmp"

@@ -142,7 +142,10 @@ class Study:
         if cur.get("total"):
             pos += f" {r.unit} {cur.get('done') or 0}/{cur['total']}"
         left = self.run_eta(cur)
-        left_s = f"~{fmt_dur(left)}" if left > 0 else "? (over the estimate)"
+        if cur.get("total") and cur.get("done") == cur["total"]:
+            left_s = "~0s (final evaluation)"
+        else:
+            left_s = f"~{fmt_dur(left)}" if left > 0 else "? (over the estimate)"
         self.log(f"run {self.index[r.id]}/{self.n_total} {r.id}:{pos}{extra} | elapsed {fmt_dur(time.time() - cur['t0'])}"
                  f", run left {left_s}, study left ~{fmt_dur(self.study_eta())}")
 
@@ -474,6 +477,10 @@ def main(argv=None) -> int:
         return 0
     if args.report_only:
         return st.finish() and 0
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     try:
         return st.run()
     except KeyboardInterrupt:
