@@ -56,7 +56,7 @@ def fmt_dur(s: Optional[float]) -> str:
 class Study:
     def __init__(self, scale: str, out: str, jobs: Optional[int] = None, tracks=("nmt", "vision"),
                  nmt_work: Optional[str] = None, threads: Optional[int] = None, quiet: bool = False,
-                 heartbeat_s: float = 30.0):
+                 heartbeat_s: float = 30.0, reuse_vision: Optional[str] = None):
         self.scale_name = scale
         self.scale = SP.SCALE_DEFS[scale]
         self.out = os.path.abspath(out)
@@ -66,6 +66,7 @@ class Study:
         ncpu = os.cpu_count() or 1
         self.threads = threads or max(1, ncpu // self.jobs)
         self.quiet = quiet
+        self.reuse_vision = os.path.abspath(reuse_vision) if reuse_vision else None
         self.heartbeat_s = heartbeat_s
         self.runs = SP.plan(scale, self.out, self.tracks)
         self.n_total = len(self.runs)
@@ -88,7 +89,10 @@ class Study:
         line = f"[study {time.strftime('%H:%M:%S')}] {msg}"
         with _print_lock:
             if not self.quiet:
-                print(line, flush=True)
+                try:
+                    print(line, flush=True)
+                except (OSError, ValueError):  # stdout gone (closed pipe or terminal): keep logging to the file
+                    self.quiet = True
             with open(os.path.join(self.out, "logs", "study.log"), "a", encoding="utf-8") as f:
                 f.write(line + "\n")
 
@@ -304,8 +308,59 @@ class Study:
         with open(logpath, "a") as f:
             f.write(f"subset of {splits.root}: {r.args['train']} train / {r.args['test']} test images a class -> {dest}\n")
 
+    # names used by recipes/vision/cifar10_ls_kd.sh for the same runs
+    REUSE_NAMES = {"teacher_nols": "teacher_ce", "teacher_ls": "teacher_ls",
+                   "student_nols_T1": "student_from_ce", "student_ls_T1": "student_from_ls"}
+    REUSE_KEYS = ("arch", "epochs", "label_smoothing", "ls_convention", "train_per_class", "val_fraction",
+                  "split_seed", "seed", "batch_size", "lr", "weight_decay", "sched", "kd_alpha",
+                  "kd_temperature", "kd_topk", "small_input_stem")
+
+    def _try_reuse_vision(self, r: SP.Run) -> Optional[str]:
+        """Link a finished run of recipes/vision/cifar10_ls_kd.sh with the same settings instead of training."""
+        name = r.id.split("/", 1)[1]
+        theirs = self.REUSE_NAMES.get(name)
+        if not self.reuse_vision or not theirs:
+            return None
+        src = os.path.join(self.reuse_vision, theirs)
+        m = None
+        try:
+            with open(os.path.join(src, "metrics.json")) as f:
+                m = json.load(f)
+        except (OSError, ValueError):
+            return None
+        cfg = m.get("config", {})
+        want = self._vision_config_expected(r)
+        diff = [k for k in self.REUSE_KEYS if k in want and cfg.get(k) != want[k]]
+        if os.path.realpath(str(cfg.get("data", ""))) != os.path.realpath(self.vision_data()):
+            want["data"] = self.vision_data()
+            diff.append("data")
+        if diff:
+            self.log(f"  {r.id}: not reusing {src}: settings differ ({', '.join(f'{k} {cfg.get(k)!r} != {want[k]!r}' for k in diff)})")
+            return None
+        dest = self.vision_dir(name)
+        if os.path.lexists(dest):
+            if os.path.islink(dest):
+                os.unlink(dest)
+            else:
+                return None  # a run of our own exists: let it finish instead
+        os.symlink(os.path.abspath(src), dest)
+        return src
+
+    def _vision_config_expected(self, r: SP.Run) -> Dict:
+        v, a = self.scale.vision, r.args
+        return {"arch": a["arch"], "epochs": a["epochs"], "label_smoothing": float(a["ls"]),
+                "ls_convention": v.ls_convention, "train_per_class": v.train_per_class, "val_fraction": v.val_fraction,
+                "split_seed": 0, "seed": 0, "batch_size": v.batch_size, "lr": v.lr, "weight_decay": 5e-4,
+                "sched": "cosine", "kd_alpha": 1.0 if a.get("teacher") else 0.0,
+                "kd_temperature": float(a.get("T", 1.0)), "kd_topk": 0, "small_input_stem": v.small_input_stem}
+
     def execute(self, r: SP.Run, wid: str = "w1") -> bool:
         i = self.index[r.id]
+        if r.kind == "vision_train" and not self.is_done(r.id):
+            src = self._try_reuse_vision(r)
+            if src:
+                self.mark_done(r.id, 0.0, {"reused": src})
+                self.log(f"run {i}/{self.n_total} {r.id}: reusing the finished run {src} (same settings)")
         if self.is_done(r.id):
             self.status[r.id] = "skipped"
             self.skipped.append(r.id)
@@ -446,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nmt-work", default=None,
                    help="the Multi30k recipe's work folder (default OUT/nmt); point it at an existing "
                         "recipe run of the same scale to reuse its models")
+    p.add_argument("--reuse-vision", default=None,
+                   help="output folder of recipes/vision/cifar10_ls_kd.sh: its teachers and T=1 students are "
+                        "linked instead of retrained when their recorded settings equal this scale's")
     p.add_argument("--report-only", action="store_true", help="rebuild report.md and figures from what exists")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between progress lines")
@@ -467,7 +525,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(SP.REPO, "runs", f"study-{args.scale}")
     tracks = (args.only,) if args.only else ("nmt", "vision")
     st = Study(args.scale, out, jobs=args.jobs, tracks=tracks, nmt_work=args.nmt_work, threads=args.threads,
-               heartbeat_s=args.heartbeat)
+               heartbeat_s=args.heartbeat, reuse_vision=args.reuse_vision)
     if args.dry_run:
         for r in st.runs:
             cmd = st.vision_cmd(r) if r.kind == "vision_train" else st.recipe_cmd(r) if r.kind == "recipe_stage" else ["(in-process)"]
