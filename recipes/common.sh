@@ -169,5 +169,221 @@ lskd_generate() {
     mv "$out.tmp" "$out"
 }
 
-# lskd_params_json CKPT: parameter count of a checkpoint (for reports).
+take_lines() {  # take_lines SRC N DST: first N lines (all if 0), decompressing .gz
+    local src="$1" n="$2" dst="$3"
+    # awk reads everything (no SIGPIPE under pipefail, unlike head)
+    { if [[ "$src" == *.gz ]]; then zcat "$src"; else cat "$src"; fi; } |
+        awk -v n="$n" 'n == 0 || NR <= n' > "$dst.tmp"
+    mv "$dst.tmp" "$dst"
+}
+
+lskd_cat() {  # lskd_cat FILE: print a plain or .gz file
+    if [[ "$1" == *.gz ]]; then zcat "$1"; else cat "$1"; fi
+}
+
+# lskd_find PREFIX: PREFIX, or PREFIX.gz, whichever exists (else fails)
+lskd_find() {
+    if [ -f "$1" ]; then echo "$1"; elif [ -f "$1.gz" ]; then echo "$1.gz"; else return 1; fi
+}
+
+# lskd_clean_pair SRC_IN TGT_IN SRC_OUT TGT_OUT MIN MAX RATIO: append the sentence pairs
+# whose whitespace-token lengths lie in [MIN, MAX] on both sides and whose length
+# ratio is at most RATIO (0: no ratio check), like Moses' clean-corpus-n.perl.
+lskd_clean_pair() {
+    local a="$1" b="$2" oa="$3" ob="$4" min="$5" max="$6" ratio="$7"
+    local na nb
+    na=$(lskd_cat "$a" | wc -l) nb=$(lskd_cat "$b" | wc -l)
+    if [ "$na" != "$nb" ]; then lskd_die "$a has $na lines but $b has $nb"; fi
+    paste -d '\t' <(lskd_cat "$a" | tr '\t\r' '  ') <(lskd_cat "$b" | tr '\t\r' '  ') |
+        awk -F'\t' -v min="$min" -v max="$max" -v r="$ratio" -v oa="$oa" -v ob="$ob" '{
+            gsub(/^ +| +$/, "", $1); gsub(/^ +| +$/, "", $2)
+            ns = split($1, x, " "); nt = split($2, y, " ")
+            if (ns < min || nt < min || ns > max || nt > max) next
+            if (r > 0 && (ns > r * nt || nt > r * ns)) next
+            print $1 >> oa; print $2 >> ob }'
+}
+
 lskd_have() { command -v "$1" > /dev/null 2>&1; }
+
+# ====================================================================== NMT pipeline
+# Shared by recipes/{multi30k,iwslt14_de_en,wmt14_en_de}/run.sh. A recipe defines
+# do_prepare (writing $RAW/{train,valid,test}.<lang> as raw, untokenized text), sets
+# its defaults, and calls lskd_nmt_main. Everything after prepare is the same:
+# sentencepiece -> binarize -> teachers with/without LS -> students -> evaluate.
+
+LSKD_NMT_STAGES="prepare spm binarize teacher_ls teacher_nols student_nokd student_wordkd distill student_seqkd evaluate"
+LSKD_NMT_OPTIONS="SCALE DATA_DIR WORK DIRECTIONS TEST_SET SPM_VOCAB SPM_TYPE SPM_SENTENCES
+ TEACHER_ARCH TEACHER_ARCH_ARGS STUDENT_ARCH STUDENT_ARCH_ARGS TEACHER_LS STUDENT_LS KD_ALPHA KD_TEMPERATURE KD_TOPK
+ SEQKD_BEAM SEQKD_BETA LR WARMUP DROPOUT WEIGHT_DECAY MAX_TOKENS UPDATE_FREQ MAX_UPDATE_TEACHER MAX_UPDATE_STUDENT
+ MAX_TRAIN_HOURS_TEACHER MAX_TRAIN_HOURS_STUDENT BEAM LENPEN GEN_MAX_TOKENS MAX_LEN_A MAX_LEN_B EVAL_CHECKPOINT
+ DEVICE FP16 SEED FORCE STAGE STOP_STAGE EXTRA_TRAIN_ARGS WORKERS"
+
+# Defaults of the options every NMT recipe has (a recipe sets its own first).
+lskd_nmt_defaults() {
+    : "${SPM_TYPE:=unigram}" "${SPM_SENTENCES:=0}"
+    : "${TEACHER_ARCH:=transformer}" "${STUDENT_ARCH:=transformer}" "${TEACHER_ARCH_ARGS:=}" "${STUDENT_ARCH_ARGS:=}"
+    : "${TEACHER_LS:=0.1}" "${STUDENT_LS:=0.1}" "${KD_ALPHA:=0.5}" "${KD_TEMPERATURE:=1}" "${KD_TOPK:=4}"
+    : "${SEQKD_BEAM:=4}" "${SEQKD_BETA:=1}" "${LR:=1e-3}" "${DROPOUT:=0.1}" "${WEIGHT_DECAY:=0.0001}"
+    : "${MAX_TOKENS:=4096}" "${UPDATE_FREQ:=1}"
+    : "${MAX_TRAIN_HOURS_TEACHER:=0}" "${MAX_TRAIN_HOURS_STUDENT:=0}" "${BEAM:=5}" "${LENPEN:=1.0}"
+    : "${GEN_MAX_TOKENS:=8000}" "${MAX_LEN_A:=1.2}" "${MAX_LEN_B:=10}"
+    : "${EVAL_CHECKPOINT:=checkpoint_best.pt}" "${DEVICE:=auto}" "${FP16:=auto}" "${SEED:=1}" "${FORCE:=0}"
+    : "${STAGE:=1}" "${STOP_STAGE:=evaluate}" "${EXTRA_TRAIN_ARGS:=}" "${WORKERS:=2}"
+    export PYTHONWARNINGS
+}
+
+# Set up WORK, the device, RAW and SPM (call after the defaults).
+lskd_nmt_setup() {
+    mkdir -p "$WORK/logs"
+    WORK="$(cd "$WORK" && pwd)"
+    lskd_log "scale=$SCALE work=$WORK directions='$DIRECTIONS' data=${DATA_DIR:-}"
+    lskd_detect_device
+    RAW="$WORK/raw" SPM="$WORK/spm"
+}
+
+do_spm() {
+    mkdir -p "$SPM"
+    local s l ins=() outs=() train=()
+    for l in $LANGS; do train+=("$RAW/train.$l"); done
+    # one joint model for all languages, trained on the training split only
+    python -m lskd_fairseq.cli.spm train --input "${train[@]}" --model-prefix "$SPM/spm" \
+        --vocab-size "$SPM_VOCAB" --model-type "$SPM_TYPE" --input-sentence-size "$SPM_SENTENCES"
+    for s in train valid test; do for l in $LANGS; do ins+=("$RAW/$s.$l"); outs+=("$SPM/$s.$l"); done; done
+    python -m lskd_fairseq.cli.spm encode --model "$SPM/spm.model" --input "${ins[@]}" --output "${outs[@]}"
+}
+
+do_binarize() {  # do_binarize SRC TGT DIR
+    local src="$1" tgt="$2" dir="$3"
+    rm -rf "$dir/bin.tmp"
+    fairseq-preprocess --source-lang "$src" --target-lang "$tgt" --joined-dictionary \
+        --trainpref "$SPM/train" --validpref "$SPM/valid" --testpref "$SPM/test" \
+        --destdir "$dir/bin.tmp" --workers "$WORKERS"
+    rm -rf "$dir/bin"; mv "$dir/bin.tmp" "$dir/bin"
+}
+
+common_train_args() {  # common_train_args MAX_UPDATE MAX_HOURS
+    echo --optimizer adam --adam-betas "(0.9,0.98)" --lr "$LR" --lr-scheduler inverse_sqrt \
+        --warmup-updates "$WARMUP" --warmup-init-lr 1e-07 --dropout "$DROPOUT" --weight-decay "$WEIGHT_DECAY" \
+        --max-tokens "$MAX_TOKENS" --update-freq "$UPDATE_FREQ" --max-update "$1" --share-all-embeddings \
+        --best-checkpoint-metric nll_loss --log-interval 20 --stop-time-hours "$2" $EXTRA_TRAIN_ARGS
+}
+
+train_teacher() {  # train_teacher DIR NAME LS
+    local dir="$1" name="$2" ls="$3"
+    # shellcheck disable=SC2046,SC2086
+    lskd_train "$dir/models/$name" "$dir/bin" --arch "$TEACHER_ARCH" $TEACHER_ARCH_ARGS \
+        --criterion label_smoothed_cross_entropy --label-smoothing "$ls" \
+        $(common_train_args "$MAX_UPDATE_TEACHER" "$MAX_TRAIN_HOURS_TEACHER")
+}
+
+train_student() {  # train_student DIR NAME DATA_BIN [TEACHER_CKPT]
+    local dir="$1" name="$2" data="$3" teacher="${4:-}" kd
+    if [ -n "$teacher" ]; then
+        kd=(--task translation_kd --teacher-path "$teacher" --kd-alpha "$KD_ALPHA"
+            --kd-temperature "$KD_TEMPERATURE" --kd-topk "$KD_TOPK")
+    else
+        kd=(--kd-alpha 0)
+    fi
+    # shellcheck disable=SC2046,SC2086
+    lskd_train "$dir/models/$name" "$data" --arch "$STUDENT_ARCH" $STUDENT_ARCH_ARGS \
+        --criterion label_smoothed_kd --label-smoothing "$STUDENT_LS" "${kd[@]}" \
+        $(common_train_args "$MAX_UPDATE_STUDENT" "$MAX_TRAIN_HOURS_STUDENT")
+}
+
+do_distill() {  # do_distill SRC TGT DIR TEACHER: teacher beam outputs on train -> DIR/distill_TEACHER
+    local src="$1" tgt="$2" dir="$3" teacher="$4"
+    # lskd-distill-data: hypotheses in sample-id order, original sources, the teacher's dictionaries
+    # shellcheck disable=SC2086
+    lskd-distill-data "$dir/bin" --out "$dir/distill_$teacher" --split train \
+        --teacher-path "$dir/models/$teacher/$EVAL_CHECKPOINT" -s "$src" -t "$tgt" \
+        --source-text "$SPM/train.$src" --target-text "$SPM/train.$tgt" \
+        --beam "$SEQKD_BEAM" --max-tokens "$GEN_MAX_TOKENS" --max-len-a "$MAX_LEN_A" --max-len-b "$MAX_LEN_B" \
+        --no-progress-bar $LSKD_GEN_DEVICE_ARGS
+}
+
+train_student_seqkd() {  # train_student_seqkd DIR NAME TEACHER: Kim & Rush sequence-level KD
+    local dir="$1" name="$2" teacher="$3"
+    # shellcheck disable=SC2046,SC2086
+    lskd_train "$dir/models/$name" "$dir/bin" --arch "$STUDENT_ARCH" $STUDENT_ARCH_ARGS \
+        --task translation_kd --distilled-data "$dir/distill_$teacher" \
+        --criterion sequence_distillation --seq-kd-beta "$SEQKD_BETA" --kd-alpha 0 --label-smoothing "$STUDENT_LS" \
+        $(common_train_args "$MAX_UPDATE_STUDENT" "$MAX_TRAIN_HOURS_STUDENT")
+}
+
+evaluate_all() {  # evaluate_all TGT DIR: every model, one process; results/<name>.json per model
+    local tgt="$1" dir="$2" m name teacher kd ls i=0 models=() metas=()
+    for m in "${MODELS[@]}"; do
+        IFS='|' read -r name teacher kd ls <<< "$m"
+        i=$((i + 1))
+        models+=(--model "$name=$dir/models/$name/$EVAL_CHECKPOINT")
+        metas+=(--model-meta "$name:order=$i" --model-meta "$name:teacher=$teacher"
+                --model-meta "$name:kd=$kd" --model-meta "$name:label_smoothing=$ls")
+    done
+    local force=()
+    if [ "$FORCE" = 1 ]; then force=(--force); fi
+    # shellcheck disable=SC2086
+    python -m lskd_fairseq.cli.evaluate "$dir/bin" --subset test --ref "$RAW/test.$tgt" --spm "$SPM/spm.model" \
+        --results-dir "$dir/results" --gen-dir "$dir/gen" --user-dir "$LSKD_USER_DIR" "${models[@]}" "${metas[@]}" \
+        "${force[@]}" --meta "direction=$DIR_NAME" "scale=$SCALE" "test_set=$TEST_SET" "beam=$BEAM" -- \
+        --beam "$BEAM" --lenpen "$LENPEN" --max-tokens "$GEN_MAX_TOKENS" --max-len-a "$MAX_LEN_A" \
+        --max-len-b "$MAX_LEN_B" $LSKD_GEN_DEVICE_ARGS $LSKD_BATCH_FIX
+    lskd-bleu table "$dir/results" --out "$dir/results/table.md" \
+        --title "$LSKD_TITLE $SRC→$TGT ($TEST_SET, scale $SCALE)"
+}
+
+lskd_nmt_main() {
+    # (name, teacher, kd, ls) of every model, in table order; with SEQKD_BETA=1 a Seq-KD
+    # student's loss is the unsmoothed NLL of the teacher's sequences
+    if [ "$SEQKD_BETA" = 1 ]; then SEQKD_LS=0; else SEQKD_LS="$STUDENT_LS (gold term)"; fi
+    MODELS=(
+        "teacher_ls|–|–|$TEACHER_LS"
+        "teacher_nols|–|–|0"
+        "student_nokd|–|none|$STUDENT_LS"
+        "student_wordkd_ls|teacher_ls|word top-$KD_TOPK T=$KD_TEMPERATURE|$STUDENT_LS"
+        "student_wordkd_nols|teacher_nols|word top-$KD_TOPK T=$KD_TEMPERATURE|$STUDENT_LS"
+        "student_seqkd_ls|teacher_ls|sequence beam $SEQKD_BEAM|$SEQKD_LS"
+        "student_seqkd_nols|teacher_nols|sequence beam $SEQKD_BEAM|$SEQKD_LS"
+    )
+
+    if lskd_stage prepare; then lskd_step prepare do_prepare; fi
+    if lskd_stage spm; then lskd_step spm do_spm; fi
+
+    for DIR_NAME in $DIRECTIONS; do
+        SRC="${DIR_NAME%-*}" TGT="${DIR_NAME#*-}"
+        case " $LANGS " in *" $SRC "*) ;; *) lskd_die "DIRECTIONS: unknown source language in $DIR_NAME (languages: $LANGS)" ;; esac
+        case " $LANGS " in *" $TGT "*) ;; *) lskd_die "DIRECTIONS: unknown target language in $DIR_NAME (languages: $LANGS)" ;; esac
+        D="$WORK/$SRC-$TGT"
+        mkdir -p "$D"
+        T_LS="$D/models/teacher_ls/$EVAL_CHECKPOINT" T_NOLS="$D/models/teacher_nols/$EVAL_CHECKPOINT"
+        if lskd_stage binarize; then lskd_step "$DIR_NAME.binarize" do_binarize "$SRC" "$TGT" "$D"; fi
+        if lskd_stage teacher_ls; then lskd_step "$DIR_NAME.teacher_ls" train_teacher "$D" teacher_ls "$TEACHER_LS"; fi
+        if lskd_stage teacher_nols; then lskd_step "$DIR_NAME.teacher_nols" train_teacher "$D" teacher_nols 0; fi
+        if lskd_stage student_nokd; then lskd_step "$DIR_NAME.student_nokd" train_student "$D" student_nokd "$D/bin"; fi
+        if lskd_stage student_wordkd; then
+            lskd_step "$DIR_NAME.student_wordkd_ls" train_student "$D" student_wordkd_ls "$D/bin" "$T_LS"
+            lskd_step "$DIR_NAME.student_wordkd_nols" train_student "$D" student_wordkd_nols "$D/bin" "$T_NOLS"
+        fi
+        if lskd_stage distill; then
+            lskd_step "$DIR_NAME.distill_teacher_ls" do_distill "$SRC" "$TGT" "$D" teacher_ls
+            lskd_step "$DIR_NAME.distill_teacher_nols" do_distill "$SRC" "$TGT" "$D" teacher_nols
+        fi
+        if lskd_stage student_seqkd; then
+            lskd_step "$DIR_NAME.student_seqkd_ls" train_student_seqkd "$D" student_seqkd_ls teacher_ls
+            lskd_step "$DIR_NAME.student_seqkd_nols" train_student_seqkd "$D" student_seqkd_nols teacher_nols
+        fi
+        if lskd_stage evaluate; then
+            rm -f "$WORK/.done/$DIR_NAME.evaluate"   # per-model results are skipped by the evaluator itself
+            lskd_step "$DIR_NAME.evaluate" evaluate_all "$TGT" "$D"
+        fi
+    done
+
+    if [ "$(lskd_stage_index evaluate)" -ge "$(lskd_stage_index "$STAGE")" ] &&
+       [ "$(lskd_stage_index evaluate)" -le "$(lskd_stage_index "$STOP_STAGE")" ]; then
+        tables=()
+        for DIR_NAME in $DIRECTIONS; do tables+=("$WORK/$DIR_NAME/results/table.md"); done
+        { for t in "${tables[@]}"; do cat "$t"; echo; done; } > "$WORK/table.md.tmp"
+        mv "$WORK/table.md.tmp" "$WORK/table.md"
+        lskd_log "table: $WORK/table.md"
+        cat "$WORK/table.md"
+    fi
+}

@@ -1,0 +1,121 @@
+"""The Multi30k recipe end to end at smoke scale: every stage, both teachers, all students,
+then the table it writes; a second run skips everything that is done."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(REPO, "recipes", "multi30k", "run.sh")
+DATA = os.path.join(REPO, "..", "shared", "data", "multi30k")
+MODELS = [
+    "teacher_ls",
+    "teacher_nols",
+    "student_nokd",
+    "student_wordkd_ls",
+    "student_wordkd_nols",
+    "student_seqkd_ls",
+    "student_seqkd_nols",
+]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PYTHONWARNINGS"] = "ignore"
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def _run(work, *extra, timeout=900):
+    return subprocess.run(
+        ["bash", RECIPE, "--scale", "smoke", "--work", str(work), *extra],
+        capture_output=True, text=True, env=_env(), timeout=timeout, cwd=REPO,
+    )
+
+
+def _rows(table_md):
+    rows = {}
+    for line in table_md.splitlines():
+        if not line.startswith("| ") or line.startswith("| model") or line.startswith("| ---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    assert os.path.isdir(DATA), f"shared Multi30k data missing: {DATA}"
+    work = tmp_path_factory.mktemp("m30k") / "work"
+    res = _run(work)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return work, res
+
+
+def test_every_stage_ran_and_table_has_every_model(smoke_run):
+    work, res = smoke_run
+    for step in ["prepare", "spm", "en-de.binarize", "en-de.distill_teacher_ls", "en-de.distill_teacher_nols",
+                 "en-de.evaluate"] + [f"en-de.{m}" for m in MODELS]:
+        assert (work / ".done" / step).is_file(), f"stage marker missing: {step}"
+    table = (work / "table.md").read_text(encoding="utf-8")
+    assert table == (work / "en-de" / "results" / "table.md").read_text(encoding="utf-8") + "\n"
+    rows = _rows(table)
+    assert list(rows) == MODELS
+    header = [c.strip() for c in table.split("\n| model")[1].split("\n")[0].strip().strip("|").split("|")]
+    assert header == ["teacher", "KD", "LS", "BLEU", "chrF", "params", "updates", "train time"]
+    for name, cells in rows.items():
+        bleu, chrf = float(cells[4]), float(cells[5])
+        assert 0.0 <= bleu <= 100.0 and 0.0 <= chrf <= 100.0, (name, cells)
+        assert re.fullmatch(r"\d+(\.\d+)?[kM]?", cells[6]), (name, cells)
+        assert int(cells[7]) > 0, (name, cells)
+        assert re.fullmatch(r"\d+(\.\d+)? (s|min|h)", cells[8]), (name, cells)
+    assert rows["teacher_ls"][3] == "0.1" and rows["teacher_nols"][3] == "0"
+    assert rows["student_wordkd_ls"][1] == "teacher_ls" and rows["student_seqkd_nols"][1] == "teacher_nols"
+    # students are smaller than teachers
+    assert rows["student_nokd"][6] != rows["teacher_ls"][6]
+    assert "sacreBLEU signature: `nrefs:1|case:mixed|eff:no|tok:13a" in table
+
+
+def test_per_model_json_matches_its_hypotheses(smoke_run):
+    work, _ = smoke_run
+    from lskd_fairseq.cli import bleu
+
+    refs = bleu.read_lines(str(work / "raw" / "test.de"))
+    assert len(refs) == 60
+    for name in MODELS:
+        r = json.loads((work / "en-de" / "results" / f"{name}.json").read_text())
+        assert r["name"] == name and r["n_sentences"] == 60 and r["spm_decoded"]
+        hyps = bleu.read_lines(r["hyp_file"])
+        assert len(hyps) == 60 and not any("\u2581" in h for h in hyps)
+        again = bleu.score(hyps, refs)
+        assert again["bleu"] == r["bleu"] and again["chrf"] == r["chrf"]
+        assert r["bleu_signature"].startswith("nrefs:1|") and r["params"] > 0 and r["train_seconds"] >= 0
+
+
+def test_seqkd_students_trained_on_teacher_outputs(smoke_run):
+    work, _ = smoke_run
+    for t in ("teacher_ls", "teacher_nols"):
+        d = work / "en-de" / f"distill_{t}"
+        assert (d / "train.distill.json").is_file()
+    log = (work / "logs" / "en-de.student_seqkd_ls.log").read_text(encoding="utf-8", errors="replace")
+    assert "distilled_data" in log and "sequence_distillation" in log
+
+
+def test_rerun_skips_finished_stages(smoke_run):
+    work, _ = smoke_run
+    before = (work / "table.md").read_text()
+    res = _run(work, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "run  en-de.teacher_ls" not in res.stderr
+    assert "skip en-de.teacher_ls" in res.stderr and "skip en-de.student_seqkd_nols" in res.stderr
+    assert (work / "table.md").read_text() == before
+
+
+def test_bad_option_is_refused(tmp_path):
+    res = _run(tmp_path / "w", "--no-such-option", "1", timeout=60)
+    assert res.returncode != 0 and "unknown option --no-such-option" in res.stderr
