@@ -262,3 +262,57 @@ def test_paired_bootstrap_matches_sacrebleu_and_is_zero_for_identical_systems():
     assert r["diff"] == pytest.approx(want, abs=1e-9)
     same = paired_bootstrap(a, a, refs, n=50)
     assert same["diff"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
+
+
+def _fake_vision_metrics(top1, n=10000, loss=1.0):
+    return {"test": {"top1": top1, "top5": 99.0, "num_images": n}, "train_last_epoch": {"train_loss": loss},
+            "config": {"num_classes": 10}}
+
+
+def _fake_study(scale="cpu"):
+    from types import SimpleNamespace
+
+    from lskd_fairseq.analysis import study_plan as SP
+
+    return SimpleNamespace(scale_name=scale, scale=SP.SCALE_DEFS[scale])
+
+
+def _fake_data(student_ls_t1=80.0, student_ls_t4=75.0):
+    per_ls, per_no = [0.10] * 10, [0.12] * 10
+    vm = {"teacher_ls": _fake_vision_metrics(85.0), "teacher_nols": _fake_vision_metrics(85.0),
+          "student_ls_T1": _fake_vision_metrics(student_ls_t1, loss=0.9),
+          "student_nols_T1": _fake_vision_metrics(78.0, loss=0.3),
+          "student_ls_T2": _fake_vision_metrics(78.0), "student_nols_T2": _fake_vision_metrics(78.0),
+          "student_ls_T4": _fake_vision_metrics(student_ls_t4), "student_nols_T4": _fake_vision_metrics(78.0)}
+    cal = {"ece": 0.02}
+    vs = {"teacher_ls": {"one_minus_S": 0.10, "per_class": per_ls, "calibration": cal},
+          "teacher_nols": {"one_minus_S": 0.12, "per_class": per_no, "calibration": {"ece": 0.06}}}
+    nm = {"teacher_ls": {"bleu": 35.0}, "teacher_nols": {"bleu": 34.0}, "student_nokd": {"bleu": 30.0},
+          "student_wordkd_ls": {"bleu": 32.0}, "student_wordkd_nols": {"bleu": 31.2},
+          "student_seqkd_ls": {"bleu": 31.0}, "student_seqkd_nols": {"bleu": 30.9}}
+    return {"vision": vm, "vstab": vs, "nmt": nm, "nstab": {}}
+
+
+def test_verdicts_follow_the_numbers():
+    from lskd_fairseq.analysis.report import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims
+
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), _fake_data())}
+    assert got["erasure"] == REPRODUCED
+    assert got["kd_t1"] == REPRODUCED  # +2.0 points, 2 SE ~ 1.2
+    assert got["fig5"] == REPRODUCED  # higher training loss with the LS teacher
+    assert got["temperature"] == REPRODUCED  # -3 points at T=4, fine at T=1
+    assert got["calibration"] == REPRODUCED
+    assert got["nmt_word_kd"] == REPRODUCED  # +0.8 BLEU (no hypotheses: 0.5 BLEU rule)
+    assert got["nmt_seq_kd"] == REPRODUCED  # +1.0 and +0.9 BLEU over the no-KD student
+    d = _fake_data()
+    d["nmt"]["student_seqkd_nols"]["bleu"] = 30.3  # +0.3: within the noise rule
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), d)}
+    assert got["nmt_seq_kd"] == INCONCLUSIVE
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), _fake_data(student_ls_t1=74.0, student_ls_t4=74.0))}
+    assert got["kd_t1"] == NOT_REPRODUCED
+    assert got["temperature"] == INCONCLUSIVE  # LS student behind at every T: not the claimed pattern either
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), _fake_data(student_ls_t1=78.0, student_ls_t4=78.2))}
+    assert got["temperature"] == NOT_REPRODUCED  # no fall-behind at T=4, resolved to 2 SE ~ 1.2 points
+    assert got["kd_t1"] == REPRODUCED  # as good, within 2 SE
+    got = {k: v for k, _, v, _ in claims(_fake_study("smoke"), _fake_data())}
+    assert {v for k, v in got.items() if k != "long_tail"} == {INCONCLUSIVE}
