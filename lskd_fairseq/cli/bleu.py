@@ -211,15 +211,16 @@ def evaluate(
         hyp_lines = read_lines(hyp)
     decoded = False
     if spm_model:
-        if looks_like_pieces(hyp_lines):
-            hyp_lines = spm_decode(hyp_lines, spm_model)
-            decoded = True
-        else:
+        # --spm says the hypotheses are pieces: decode them even when none carries the
+        # word-boundary marker (a degenerate model may output only word-internal pieces)
+        if not looks_like_pieces(hyp_lines):
             print(
-                f"lskd-bleu: no sentencepiece pieces ({SPM_SPACE}) in the hypotheses; "
-                f"scoring them as they are",
+                f"lskd-bleu: warning: no sentencepiece word boundary ({SPM_SPACE}) in any hypothesis; "
+                f"decoding them with {spm_model} anyway (drop --spm if they are already plain text)",
                 file=sys.stderr,
             )
+        hyp_lines = spm_decode(hyp_lines, spm_model)
+        decoded = True
     if hyp_out:
         write_lines_atomic(hyp_out, hyp_lines)
     res = score(hyp_lines, ref_lines, tokenize=tokenize, lowercase=lowercase)

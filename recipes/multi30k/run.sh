@@ -23,9 +23,10 @@
 #                  WORK/<dir>/results/table.md, and WORK/table.md (all directions)
 #
 # Scales: smoke = first 400/60/60 train/val/test lines, 1-layer models (dims 32 teacher, 16 student),
-#   12/8 updates, beam 2: plumbing only, BLEU ~0 (CI). cpu = all 29k pairs, teacher 3+3 layers d=128
-#   ffn 512 (~1.6M params), student 2+2 layers d=64 ffn 256 (~0.4M), at most 2000/1500 updates and
-#   12.6/6 minutes of training each (caps below), greedy distillation: about an hour on 2 cores. full = GPU: transformer_iwslt_de_en teacher, 3+3 layer
+#   12/8 updates, beam 2: plumbing only, BLEU ~0 (CI). cpu = all 29k pairs, teacher 2+2 layers d=128
+#   ffn 512, student 2+2 layers d=64 ffn 256, batches of 1024 tokens, warm-up 100, at most 6000/4000
+#   updates and 10.8/4.8 minutes of training each (caps below; on a busy machine the caps bind),
+#   greedy distillation: about an hour on 2 cores. full = GPU: transformer_iwslt_de_en teacher, 3+3 layer
 #   d=256 student, 15k updates each, both directions, dropout 0.3, lr 5e-4, beam-4 distillation.
 #
 # Options (environment variable names; defaults for --scale cpu):
@@ -45,17 +46,19 @@
 #   SEQKD_BEAM=1 (4 at other scales)        beam of the teachers' translations of the training set (lskd-distill-data)
 #   SEQKD_BETA=1         sequence_distillation weight of the teacher's sequences (1: Kim & Rush;
 #                        STUDENT_LS then only smooths the gold term, which has weight 1-beta)
-#   LR=1e-3 WARMUP=400 DROPOUT=0.1 WEIGHT_DECAY=0.0001 MAX_TOKENS=4096 UPDATE_FREQ=1
+#   LR=1e-3 WARMUP=100 DROPOUT=0.1 WEIGHT_DECAY=0.0001 MAX_TOKENS=1024 UPDATE_FREQ=1
 #                        Adam (0.9, 0.98), inverse-sqrt schedule, shared embeddings
-#   MAX_UPDATE_TEACHER=2000 MAX_UPDATE_STUDENT=1500   training length in updates
-#   MAX_TRAIN_HOURS_TEACHER=0.21 MAX_TRAIN_HOURS_STUDENT=0.1   per-model wall-clock cap (fairseq
+#   MAX_UPDATE_TEACHER=6000 MAX_UPDATE_STUDENT=4000   training length in updates
+#   MAX_TRAIN_HOURS_TEACHER=0.18 MAX_TRAIN_HOURS_STUDENT=0.08   per-model wall-clock cap (fairseq
 #                        --stop-time-hours; 0 = none): on a busy machine a model may stop before
 #                        MAX_UPDATE_*; the table's "updates" column shows how far each got
 #   BEAM=5 LENPEN=1.0 GEN_MAX_TOKENS=8000     test decoding
 #   MAX_LEN_A=1.2 MAX_LEN_B=10                output length limit a*source+b (test and distillation)
 #   EVAL_CHECKPOINT=checkpoint_best.pt        which checkpoint is evaluated and used as teacher
 #   DEVICE=auto          auto | cpu | cuda   (cuda: fp16 unless FP16=no, all visible GPUs)
-#   FP16=auto  SEED=1  FORCE=0 (1: rerun steps that are done)  STAGE=1 STOP_STAGE=10
+#   FP16=auto  SEED=1  STAGE=1 STOP_STAGE=10
+#   FORCE=0   1: rerun steps that are done (a training resumes from its checkpoint_last.pt and so
+#             stops at once if it had finished: delete WORK/<dir>/models/<name> to retrain)
 #   EXTRA_TRAIN_ARGS=""  appended to every fairseq-train call;  WORKERS=2  fairseq-preprocess workers
 #
 # Example: bash recipes/multi30k/run.sh --scale smoke --work /tmp/m30k-smoke
@@ -76,11 +79,11 @@ case "$SCALE" in
         : "${MAX_UPDATE_TEACHER:=12}" "${MAX_UPDATE_STUDENT:=8}" "${WARMUP:=5}" "${MAX_TOKENS:=2000}"
         : "${BEAM:=2}" "${SEQKD_BEAM:=1}" ;;
     cpu)
-        : "${SPM_VOCAB:=4000}"
-        : "${TEACHER_ARCH_ARGS:=--encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4}"
+        : "${SPM_VOCAB:=4000}" "${MAX_TOKENS:=1024}" "${WARMUP:=100}"
+        : "${TEACHER_ARCH_ARGS:=--encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4}"
         : "${STUDENT_ARCH_ARGS:=--encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 64 --decoder-embed-dim 64 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256 --encoder-attention-heads 4 --decoder-attention-heads 4}"
-        : "${MAX_UPDATE_TEACHER:=2000}" "${MAX_UPDATE_STUDENT:=1500}" "${WARMUP:=400}" "${SEQKD_BEAM:=1}"
-        : "${MAX_TRAIN_HOURS_TEACHER:=0.21}" "${MAX_TRAIN_HOURS_STUDENT:=0.1}" ;;
+        : "${MAX_UPDATE_TEACHER:=6000}" "${MAX_UPDATE_STUDENT:=4000}" "${SEQKD_BEAM:=1}"
+        : "${MAX_TRAIN_HOURS_TEACHER:=0.18}" "${MAX_TRAIN_HOURS_STUDENT:=0.08}" ;;
     full)
         : "${SPM_VOCAB:=8000}" "${TEACHER_ARCH:=transformer_iwslt_de_en}" "${DIRECTIONS:=en-de de-en}" "${DROPOUT:=0.3}"
         : "${TEACHER_ARCH_ARGS:=}"
