@@ -117,6 +117,7 @@ SCALE_DEFS: Dict[str, Scale] = {
         vision=VisionScale(
             teacher_arch="resnet50", student_arch="resnet18", teacher_epochs=200, student_epochs=200,
             batch_size=128, lr=0.1, temperatures=[1, 2, 4], val_fraction=0.1, small_input_stem=True,
+            extra=["--workers", "4", "--amp"],  # GPU: parallel image decoding, mixed precision
             est_teacher_s=4 * 3600, est_student_s=3 * 3600,
         ),
         nmt=NmtScale("full", 15000, 15000, est_teacher_s=3 * 3600, est_student_s=3 * 3600, est_other_s=1800,
