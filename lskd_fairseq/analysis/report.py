@@ -573,6 +573,20 @@ def write_report(study) -> str:
     L.append(_table(["model", "top-1 / top-5 w/o LS", "1-S w/o LS", "ECE w/o LS", "top-1 / top-5 w/ LS",
                      "1-S w/ LS", "ECE w/ LS"], rows))
     L.append("")
+    if sa and sb and sa.get("classes"):
+        L.append("Per-class 1-S of the CIFAR-10 teachers (test split). Shen et al. argue that LS erases the "
+                 "within-class variation mostly for classes that are easy to separate anyway:")
+        L.append("")
+        rows = []
+        for c, name in enumerate(sa["classes"]):
+            x, y = sa["per_class"][c], sb["per_class"][c]
+            acc_n = (a or {}).get("test", {}).get("per_class_top1") or []
+            acc_l = (b or {}).get("test", {}).get("per_class_top1") or []
+            rows.append([name, f2(acc_n[c] if c < len(acc_n) else None, 1), f2(x, 4),
+                         f2(acc_l[c] if c < len(acc_l) else None, 1), f2(y, 4),
+                         f"{(y - x) / x * 100:+.0f}%" if x else "–"])
+        L.append(_table(["class", "top-1 w/o LS", "1-S w/o LS", "top-1 w/ LS", "1-S w/ LS", "change"], rows))
+        L.append("")
     L.append("Müller et al.'s ECE for comparison: " + "; ".join(f"{k}: {x:.3f} → {y:.3f}" for k, (x, y) in PN.ECE.items()) + ".")
     L.append("")
 
