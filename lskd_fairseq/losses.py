@@ -114,63 +114,98 @@ def _row_chunks(num_rows: int, num_cols: int):
         yield start, min(num_rows, start + step)
 
 
-def _teacher_probs_chunk(teacher, topk_pair: bool, lo: int, hi: int, temperature: float, dtype):
-    """Teacher log-probabilities for rows lo:hi: dense (rows, V) or top-k (rows, k)."""
-    if topk_pair:
-        idx, vals = teacher
-        return idx[lo:hi], torch.log_softmax(vals[lo:hi].to(dtype) / temperature, dim=-1)
-    return None, torch.log_softmax(teacher[lo:hi].to(dtype) / temperature, dim=-1)
+def _ls_coefficients(epsilon: float, num_classes: int, convention: str) -> Tuple[float, float]:
+    """``(a, b)`` with ``LS = a * nll + b * sum_c(-log p_c)`` (see label_smoothed_nll_loss)."""
+    if convention == "fairseq":
+        eps_i = epsilon / (num_classes - 1)
+        return 1.0 - epsilon - eps_i, eps_i
+    if convention == "uniform":
+        return 1.0 - epsilon, epsilon / num_classes
+    raise ValueError(f"unknown label-smoothing convention {convention!r}; choose one of {', '.join(LS_CONVENTIONS)}")
 
 
-class _KDLoss(torch.autograd.Function):
-    """Per-row ``T^2 * KL(q_T || p_S)`` with a row-chunked forward and backward.
+class _LSKD(torch.autograd.Function):
+    """Per-row label-smoothed NLL, NLL and ``T^2 * KL(q_T || p_S)``, fused and row-chunked.
 
-    Nothing of size (N, V) is saved for backward beyond the inputs themselves; the
-    gradient ``T * (softmax(z_S / T) - q_T)`` is recomputed chunk by chunk.
-    The teacher receives no gradient (it is frozen by design).
+    Inputs: student logits (N, V); target (N,) (or None when no LS term is wanted);
+    keep (N,) bool; the teacher as dense logits (N, V) or a top-k pair
+    (indices (N, k), logits (N, k)); ``ls_ab = (a, b)`` or None; temperature T.
+    Outputs: per-row ``ls``, ``nll`` (not differentiable) and ``kd``, zero on rows
+    that are not kept. Nothing of size (N, V) is kept for backward besides the
+    inputs; the gradient
+        dLS/dz = (a + V b) softmax(z) - a onehot(y) - b     (= p - q_LS)
+        dKD/dz = T (softmax(z / T) - q_T)
+    is recomputed chunk by chunk and written into a single (N, V) tensor. The
+    teacher gets no gradient (it is frozen by design).
     """
 
     @staticmethod
-    def forward(ctx, student, temperature, teacher_idx, teacher_vals):
-        topk_pair = teacher_idx is not None
-        teacher = (teacher_idx, teacher_vals) if topk_pair else teacher_vals
-        dtype = _loss_dtype(student.dtype)
-        n, v = student.shape
-        out = student.new_empty(n, dtype=dtype)
+    def forward(ctx, logits, target, keep, t_idx, t_vals, ls_ab, temperature):
+        dtype = _loss_dtype(logits.dtype)
+        n, v = logits.shape
+        ls_out = logits.new_zeros(n, dtype=dtype)
+        nll_out = logits.new_zeros(n, dtype=dtype)
+        kd_out = logits.new_zeros(n, dtype=dtype)
+        want_kd = t_vals is not None
         for lo, hi in _row_chunks(n, v):
-            logp = torch.log_softmax(student[lo:hi].to(dtype) / temperature, dim=-1)
-            idx, logq = _teacher_probs_chunk(teacher, topk_pair, lo, hi, temperature, dtype)
-            if topk_pair:
-                logp = logp.gather(-1, idx)
-            q = logq.exp()
-            # q * (log q - log p), with 0 * log 0 = 0 for classes the teacher rules out
-            out[lo:hi] = torch.where(q > 0, q * (logq - logp), torch.zeros_like(q)).sum(-1)
-        out.mul_(temperature**2)
-        ctx.temperature = temperature
-        ctx.save_for_backward(student, teacher_idx if topk_pair else student.new_empty(0), teacher_vals)
-        ctx.topk_pair = topk_pair
-        return out
+            z = logits[lo:hi].to(dtype)
+            k = keep[lo:hi]
+            if ls_ab is not None:
+                logp = torch.log_softmax(z, dim=-1)
+                nll = -logp.gather(-1, target[lo:hi, None]).squeeze(-1)
+                smooth = -logp.sum(-1)
+                nll_out[lo:hi] = nll.masked_fill(~k, 0.0)
+                ls_out[lo:hi] = (ls_ab[0] * nll + ls_ab[1] * smooth).masked_fill(~k, 0.0)
+            if want_kd:
+                logp_t = torch.log_softmax(z / temperature, dim=-1)
+                logq = torch.log_softmax(t_vals[lo:hi].to(dtype) / temperature, dim=-1)
+                if t_idx is not None:
+                    logp_t = logp_t.gather(-1, t_idx[lo:hi])
+                q = logq.exp()
+                # q * (log q - log p), with 0 * log 0 = 0 for classes the teacher rules out
+                kl = torch.where(q > 0, q * (logq - logp_t), torch.zeros_like(q)).sum(-1)
+                kd_out[lo:hi] = (temperature**2 * kl).masked_fill(~k, 0.0)
+        ctx.mark_non_differentiable(nll_out)
+        ctx.ls_ab, ctx.temperature, ctx.want_kd = ls_ab, temperature, want_kd
+        empty = logits.new_empty(0)
+        ctx.save_for_backward(
+            logits,
+            target if target is not None else empty,
+            keep,
+            t_idx if t_idx is not None else empty,
+            t_vals if want_kd else empty,
+        )
+        ctx.has_idx = t_idx is not None
+        return ls_out, nll_out, kd_out
 
     @staticmethod
-    def backward(ctx, grad_out):
-        student, teacher_idx, teacher_vals = ctx.saved_tensors
-        t = ctx.temperature
-        topk_pair = ctx.topk_pair
-        teacher = (teacher_idx, teacher_vals) if topk_pair else teacher_vals
-        dtype = _loss_dtype(student.dtype)
-        n, v = student.shape
-        grad = torch.empty_like(student)
+    def backward(ctx, g_ls, _g_nll, g_kd):
+        logits, target, keep, t_idx, t_vals = ctx.saved_tensors
+        ls_ab, t = ctx.ls_ab, ctx.temperature
+        dtype = _loss_dtype(logits.dtype)
+        n, v = logits.shape
+        use_ls = ls_ab is not None and g_ls is not None and bool(g_ls.ne(0).any())
+        use_kd = ctx.want_kd and g_kd is not None and bool(g_kd.ne(0).any())
+        grad = torch.zeros_like(logits)
         for lo, hi in _row_chunks(n, v):
-            g = torch.softmax(student[lo:hi].to(dtype) / t, dim=-1)
-            idx, logq = _teacher_probs_chunk(teacher, topk_pair, lo, hi, t, dtype)
-            if topk_pair:
-                g.scatter_add_(-1, idx, -logq.exp())
-            else:
-                g.sub_(logq.exp())
-            # d/dz [T^2 KL] = T * (p_S - q)
-            g.mul_(grad_out[lo:hi].to(dtype).unsqueeze(-1) * t)
-            grad[lo:hi] = g.to(grad.dtype)
-        return grad, None, None, None
+            z = logits[lo:hi].to(dtype)
+            w_keep = keep[lo:hi].to(dtype).unsqueeze(-1)
+            g = torch.zeros_like(z)
+            if use_ls:
+                a, b = ls_ab
+                gl = torch.softmax(z, dim=-1).mul_(a + v * b).sub_(b)
+                gl.scatter_add_(-1, target[lo:hi, None], gl.new_full((hi - lo, 1), -a))
+                g.add_(gl.mul_(g_ls[lo:hi].to(dtype).unsqueeze(-1)))
+            if use_kd:
+                gk = torch.softmax(z / t, dim=-1)
+                q = torch.softmax(t_vals[lo:hi].to(dtype) / t, dim=-1)
+                if ctx.has_idx:
+                    gk.scatter_add_(-1, t_idx[lo:hi], -q)
+                else:
+                    gk.sub_(q)
+                g.add_(gk.mul_(g_kd[lo:hi].to(dtype).unsqueeze(-1) * t))
+            grad[lo:hi] = g.mul_(w_keep).to(grad.dtype)
+        return grad, None, None, None, None, None, None
 
 
 def _as_teacher_pair(teacher: TeacherOutput, topk: int, vocab: int):
@@ -225,6 +260,14 @@ def kd_loss(
     if topk < 0:
         raise ValueError(f"topk must be >= 0 (0 = full vocabulary), got {topk}")
     lead, vocab = student_logits.shape[:-1], student_logits.size(-1)
+    student, idx, vals, keep = _flatten_kd_inputs(student_logits, teacher, topk, ignore_mask)
+    _, _, per_row = _LSKD.apply(student, None, keep, idx, vals, None, float(temperature))
+    return per_row.sum() if reduce else per_row.view(lead)
+
+
+def _flatten_kd_inputs(student_logits, teacher, topk, ignore_mask):
+    """(N, V) student logits, teacher (indices or None, logits) as 2-D, keep mask (N,)."""
+    lead, vocab = student_logits.shape[:-1], student_logits.size(-1)
     idx, vals = _as_teacher_pair(teacher, topk, vocab)
     if vals.shape[:-1] != lead or (idx is None and vals.size(-1) != vocab):
         raise ValueError(
@@ -234,25 +277,15 @@ def kd_loss(
     vals = vals.reshape(-1, vals.size(-1)).detach()
     if idx is not None:
         idx = idx.reshape(-1, idx.size(-1))
-    if ignore_mask is not None:
-        keep = ~ignore_mask.reshape(-1).to(torch.bool)
-        if not bool(keep.all()):
-            # gather the kept rows: masked rows cost nothing and get zero gradient
-            rows = keep.nonzero().squeeze(-1)
-            per_kept = _KDLoss.apply(
-                student.index_select(0, rows),
-                float(temperature),
-                None if idx is None else idx.index_select(0, rows),
-                vals.index_select(0, rows),
-            )
-            per_row = per_kept.new_zeros(student.size(0)).index_copy(0, rows, per_kept)
-            return per_row.sum() if reduce else per_row.view(lead)
-    per_row = _KDLoss.apply(student, float(temperature), idx, vals)
-    return per_row.sum() if reduce else per_row.view(lead)
+    if ignore_mask is None:
+        keep = torch.ones(student.size(0), dtype=torch.bool, device=student.device)
+    else:
+        keep = ~ignore_mask.reshape(-1).to(device=student.device, dtype=torch.bool)
+    return student, idx, vals, keep
 
 
 def ls_kd_loss(
-    lprobs: torch.Tensor,
+    lprobs: Optional[torch.Tensor],
     target: torch.Tensor,
     epsilon: float,
     student_logits: Optional[torch.Tensor] = None,
@@ -265,93 +298,34 @@ def ls_kd_loss(
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """``(1 - alpha) * LS-NLL + alpha * KD``, summed over positions.
 
-    ``lprobs`` are the student's log-probabilities (T = 1) and ``student_logits``
-    its logits (needed only when ``alpha > 0``). Returns ``(loss, parts)`` where
-    ``parts`` holds the summed ``ls_loss``, ``nll_loss`` and ``kd_loss`` for
-    logging (``kd_loss`` is 0 when ``alpha == 0``: the teacher is not consulted).
-    With ``alpha == 1`` the hard-label term is still reported but gets no gradient.
+    With ``alpha == 0`` this is exactly ``label_smoothed_nll_loss(lprobs, ...)``
+    (bit for bit, and the teacher is not consulted). With ``alpha > 0`` both terms
+    are computed from ``student_logits`` in one fused, row-chunked pass whose
+    backward writes a single gradient tensor (``lprobs`` may then be None), so KD
+    adds no (N, V) buffers on top of what the logits already need.
+
+    Returns ``(loss, parts)`` with the summed ``ls_loss``, ``nll_loss`` and
+    ``kd_loss`` for logging (``kd_loss`` is 0 when ``alpha == 0``). With
+    ``alpha == 1`` the hard-label term is still reported but gets no gradient.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    ls, nll = label_smoothed_nll_loss(
-        lprobs, target, epsilon, ignore_index=ignore_index, reduce=True, convention=convention
-    )
     if alpha == 0.0:
+        ls, nll = label_smoothed_nll_loss(
+            lprobs, target, epsilon, ignore_index=ignore_index, reduce=True, convention=convention
+        )
         return ls, {"ls_loss": ls.detach(), "nll_loss": nll.detach(), "kd_loss": ls.new_zeros(())}
     if student_logits is None or teacher is None:
         raise ValueError("alpha > 0 needs the student's logits and a teacher output")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     mask = target.eq(ignore_index) if ignore_index is not None else None
-    kd = kd_loss(student_logits, teacher, temperature, topk, ignore_mask=mask, reduce=True)
-    if alpha == 1.0:
-        loss = kd
-    else:
-        loss = (1.0 - alpha) * ls + alpha * kd
+    student, idx, vals, keep = _flatten_kd_inputs(student_logits, teacher, topk, mask)
+    ab = _ls_coefficients(epsilon, student.size(-1), convention)
+    ls_rows, nll_rows, kd_rows = _LSKD.apply(student, target.reshape(-1), keep, idx, vals, ab, float(temperature))
+    ls, nll, kd = ls_rows.sum(), nll_rows.sum(), kd_rows.sum()
+    loss = kd if alpha == 1.0 else (1.0 - alpha) * ls + alpha * kd
     return loss, {"ls_loss": ls.detach(), "nll_loss": nll.detach(), "kd_loss": kd.detach()}
-
-
-def seq_kd_loss(
-    beta: float,
-    gold_lprobs: Optional[torch.Tensor] = None,
-    gold_target: Optional[torch.Tensor] = None,
-    seq_lprobs: Optional[torch.Tensor] = None,
-    seq_target: Optional[torch.Tensor] = None,
-    epsilon: float = 0.0,
-    seq_logits: Optional[torch.Tensor] = None,
-    teacher: Optional[TeacherOutput] = None,
-    alpha: float = 0.0,
-    temperature: float = 1.0,
-    topk: int = 0,
-    ignore_index: Optional[int] = None,
-    convention: str = "fairseq",
-    gold_scale: float = 1.0,
-) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """Sequence-level KD (Kim & Rush 2016), optionally with word-level KD on the
-    teacher's sequence, mixed with the gold objective::
-
-        (1 - beta) * gold_scale * LS-NLL(gold) + beta * (NLL(seq) + alpha * KD(seq))
-
-    summed over positions. ``seq_*`` are the student's log-probabilities / logits
-    on the teacher's sequence (teacher forcing on it) and ``teacher`` the teacher's
-    distribution there (full logits or a top-k pair). ``beta = 1, alpha = 0`` is
-    plain Seq-KD; ``alpha > 0`` adds Word-KD. ``gold_scale`` rescales the gold sum
-    (the criterion uses ``seq_tokens / gold_tokens`` so that both terms are sums
-    over the same number of tokens). Terms with zero weight are not computed and
-    their inputs may be None. Returns ``(loss, parts)`` with the summed
-    ``ls_loss`` / ``nll_loss`` (gold), ``seq_nll_loss`` and ``kd_loss`` (zeros
-    where not computed).
-    """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
-    if alpha < 0.0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
-    parts: Dict[str, torch.Tensor] = {}
-    loss = None
-    if beta < 1.0:
-        if gold_lprobs is None or gold_target is None:
-            raise ValueError("beta < 1 needs the gold log-probabilities and target")
-        ls, nll = label_smoothed_nll_loss(
-            gold_lprobs, gold_target, epsilon, ignore_index=ignore_index, reduce=True, convention=convention
-        )
-        loss = (1.0 - beta) * gold_scale * ls
-        parts["ls_loss"], parts["nll_loss"] = ls.detach(), nll.detach()
-    if beta > 0.0:
-        if seq_lprobs is None or seq_target is None:
-            raise ValueError("beta > 0 needs the student's log-probabilities on the teacher's sequence")
-        _, seq_nll = label_smoothed_nll_loss(seq_lprobs, seq_target, 0.0, ignore_index=ignore_index, reduce=True)
-        seq_term = seq_nll
-        parts["seq_nll_loss"] = seq_nll.detach()
-        if alpha > 0.0:
-            if seq_logits is None or teacher is None:
-                raise ValueError("alpha > 0 needs the student's logits and the teacher's output on the sequence")
-            mask = seq_target.eq(ignore_index) if ignore_index is not None else None
-            kd = kd_loss(seq_logits, teacher, temperature, topk, ignore_mask=mask, reduce=True)
-            seq_term = seq_term + alpha * kd
-            parts["kd_loss"] = kd.detach()
-        loss = beta * seq_term if loss is None else loss + beta * seq_term
-    ref = loss
-    for key in ("ls_loss", "nll_loss", "seq_nll_loss", "kd_loss"):
-        parts.setdefault(key, ref.new_zeros(()).detach())
-    return loss, parts
 
 
 def topk_agreement(

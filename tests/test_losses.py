@@ -256,3 +256,66 @@ def test_combined_mixes_with_alpha_and_masks_padding():
     assert only_kd.item() == pytest.approx(kd.item(), rel=1e-12)
     with pytest.raises(ValueError, match="alpha"):
         ls_kd_loss(lprobs, target, 0.1, logits, teacher, alpha=1.5)
+
+
+def _unfused(logits, target, teacher, eps, alpha, T, topk, pad, convention):
+    """(1 - alpha) LS + alpha KD written with plain autograd, as the reference."""
+    lprobs = F.log_softmax(logits, -1)
+    ls, nll = label_smoothed_nll_loss(lprobs, target, eps, ignore_index=pad, convention=convention)
+    if isinstance(teacher, tuple):
+        idx, vals = teacher
+    elif topk:
+        vals, idx = teacher.topk(topk, -1)
+    else:
+        idx, vals = None, teacher
+    q = F.softmax(vals / T, -1)
+    logp = F.log_softmax(logits / T, -1)
+    if idx is not None:
+        logp = logp.gather(-1, idx)
+    kd_rows = T * T * (q * (q.log() - logp)).sum(-1)
+    kd = kd_rows[target.ne(pad)].sum()
+    return (1 - alpha) * ls + alpha * kd, ls, nll, kd
+
+
+@pytest.mark.parametrize("convention", ["fairseq", "uniform"])
+@pytest.mark.parametrize("topk", [0, 3])
+@pytest.mark.parametrize("alpha,T", [(0.3, 1.0), (0.9, 2.0), (1.0, 0.6)])
+def test_fused_ls_kd_matches_plain_autograd(convention, topk, alpha, T):
+    torch.manual_seed(13)
+    logits = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(11, 8, dtype=torch.float64)
+    target = torch.randint(1, 8, (11,))
+    target[[2, 7]] = 0  # padding
+    ref, ls, nll, kd = _unfused(logits, target, teacher, 0.1, alpha, T, topk, 0, convention)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    got, parts = ls_kd_loss(None, target, 0.1, logits, teacher, alpha=alpha, temperature=T, topk=topk,
+                            ignore_index=0, convention=convention)
+    (g_got,) = torch.autograd.grad(got, logits)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-12)
+    assert parts["ls_loss"].item() == pytest.approx(ls.item(), rel=1e-12)
+    assert parts["nll_loss"].item() == pytest.approx(nll.item(), rel=1e-12)
+    assert parts["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-12)
+    assert torch.allclose(g_got, g_ref, atol=1e-12)
+    assert torch.all(g_got[[2, 7]] == 0)
+
+
+def test_fused_ls_kd_gradcheck():
+    torch.manual_seed(14)
+    logits = torch.randn(6, 7, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(6, 7, dtype=torch.float64)
+    target = torch.tensor([1, 2, 0, 4, 5, 6])
+    for topk in (0, 4):
+        fn = lambda x: ls_kd_loss(None, target, 0.2, x, teacher, alpha=0.6, temperature=1.7, topk=topk, ignore_index=0)[0]
+        assert torch.autograd.gradcheck(fn, (logits,))
+
+
+def test_fused_ls_kd_with_a_cached_topk_pair_in_half_precision():
+    torch.manual_seed(15)
+    logits = torch.randn(20, 50)
+    teacher = torch.randn(20, 50)
+    target = torch.randint(1, 50, (20,))
+    vals, idx = teacher.topk(6, -1)
+    ref, _ = ls_kd_loss(None, target, 0.1, logits, (idx, vals), alpha=0.5, temperature=2.0, ignore_index=0)
+    half, _ = ls_kd_loss(None, target, 0.1, logits.half(), (idx, vals.half()), alpha=0.5, temperature=2.0, ignore_index=0)
+    assert half.dtype == torch.float32
+    assert half.item() == pytest.approx(ref.item(), rel=5e-3)

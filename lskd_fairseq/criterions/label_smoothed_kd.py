@@ -138,25 +138,35 @@ class LabelSmoothedKDCriterion(FairseqCriterion):
             sample, model, topk=self.kd_topk, ignore_prefix_size=self.ignore_prefix_size
         )
 
+    def get_logits_and_target(self, model, net_output, sample):
+        """The student's raw logits (N, V) and targets (N,), prefix removed."""
+        if getattr(getattr(model, "decoder", None), "adaptive_softmax", None) is not None:
+            raise ValueError("label_smoothed_kd needs full-vocabulary logits; adaptive softmax is not supported")
+        logits = net_output[0]
+        target = model.get_targets(sample, net_output)
+        if self.ignore_prefix_size > 0:
+            logits = logits[:, self.ignore_prefix_size :, :]
+            target = target[:, self.ignore_prefix_size :]
+        return logits.reshape(-1, logits.size(-1)), target.reshape(-1)
+
     def compute_loss(self, model, net_output, sample):
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
         if self.kd_alpha == 0:
+            # exactly fairseq's label_smoothed_cross_entropy; the teacher is not run
+            lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
             loss, parts = ls_kd_loss(
                 lprobs, target, self.eps, ignore_index=self.padding_idx, convention=self.ls_convention
             )
             return loss, parts, None
+        logits, target = self.get_logits_and_target(model, net_output, sample)
         teacher_out = self.get_teacher_outputs(model, sample)
-        logits = net_output[0]
-        if self.ignore_prefix_size > 0:
-            logits = logits[:, self.ignore_prefix_size :, :]
-        logits = logits.reshape(-1, logits.size(-1))
         dist = teacher_out.dist
         if isinstance(dist, tuple):
             dist = tuple(d.reshape(-1, d.size(-1)) for d in dist)
         else:
             dist = dist.reshape(-1, dist.size(-1))
+        # one fused pass over the logits for both terms (no log-probability buffer)
         loss, parts = ls_kd_loss(
-            lprobs,
+            None,
             target,
             self.eps,
             student_logits=logits,
@@ -175,9 +185,12 @@ class LabelSmoothedKDCriterion(FairseqCriterion):
         return loss, parts, teacher_out
 
     def compute_accuracy(self, model, net_output, sample):
-        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        if self.kd_alpha == 0:  # as fairseq computes it
+            scores, target = self.get_lprobs_and_target(model, net_output, sample)
+        else:  # the argmax of the logits is the argmax of the log-probabilities
+            scores, target = self.get_logits_and_target(model, net_output, sample)
         mask = target.ne(self.padding_idx)
-        n_correct = torch.sum(lprobs.argmax(1).masked_select(mask).eq(target.masked_select(mask)))
+        n_correct = torch.sum(scores.argmax(1).masked_select(mask).eq(target.masked_select(mask)))
         return n_correct, torch.sum(mask)
 
     @classmethod

@@ -1,0 +1,178 @@
+"""Benchmarks for word-level KD (label_smoothed_kd) against fairseq's
+label_smoothed_cross_entropy. Prints what it measured; asserts nothing.
+
+  (a) time per update with a same-size online teacher vs. the LS criterion,
+      same data, same run (runs alternate, best of --repeats each);
+  (b) peak memory of the criterion's loss computation (forward + backward) at a
+      32k vocabulary and 8k target tokens, vs. the LS criterion; each variant runs
+      in a fresh process and its peak resident memory above the inputs is read
+      from the kernel (ru_maxrss).
+
+Usage:
+  python benchmarks/bench_kd_criterion.py            # both
+  python benchmarks/bench_kd_criterion.py --only memory
+  python benchmarks/bench_kd_criterion.py --only speed --updates 30
+"""
+
+import argparse
+import gzip
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SHARED = REPO.parent / "shared" / "data" / "multi30k"
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _memory_child(variant: str, vocab: int, tokens: int, topk: int) -> None:
+    """Runs in a fresh process: print the peak RSS growth of one loss computation."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from lskd_fairseq.losses import label_smoothed_nll_loss, ls_kd_loss
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    logits = torch.randn(tokens, vocab, requires_grad=True)
+    target = torch.randint(4, vocab, (tokens,))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB: the student's logits and targets
+    t0 = time.perf_counter()
+    # the teacher's output counts towards the criterion: in the online setting it is made here
+    if variant == "kd_full":
+        teacher = torch.randn(tokens, vocab)
+    elif variant == "kd_topk":
+        # the online teacher yields its top-k chunk by chunk (Teacher.score); only (N, k) exists
+        vals, _ = torch.randn(tokens, topk).sort(dim=-1, descending=True)
+        teacher = (torch.randint(0, vocab, (tokens, topk)), vals)
+    if variant == "ls":  # fairseq's criterion: model.get_normalized_probs, then the LS loss
+        lprobs = torch.log_softmax(logits.float(), dim=-1)
+        loss, _ = label_smoothed_nll_loss(lprobs, target, 0.1, ignore_index=1)
+    else:  # label_smoothed_kd with kd_alpha > 0: one fused pass over the logits
+        loss, _ = ls_kd_loss(None, target, 0.1, logits, teacher, alpha=0.5, temperature=1.0,
+                             topk=topk if variant == "kd_topk" else 0, ignore_index=1)
+    loss.backward()
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"variant": variant, "peak_mib": (peak - base) / 1024, "seconds": elapsed}))
+
+
+def bench_memory(vocab: int, tokens: int, topk: int) -> dict:
+    results = {}
+    for variant in ("ls", "kd_full", "kd_topk"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", variant, "--vocab", str(vocab), "--tokens", str(tokens), "--topk", str(topk)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        results[variant] = json.loads(out.strip().splitlines()[-1])
+    ls = results["ls"]["peak_mib"]
+    print(f"\n(b) criterion peak memory, vocab {vocab}, {tokens} target tokens, forward + backward "
+          f"(MiB above the student's logits; the teacher's output is counted)")
+    print(f"  label_smoothed_cross_entropy      {ls:8.0f} MiB  ({results['ls']['seconds']:.2f} s)")
+    print(f"  label_smoothed_kd, full vocab     {results['kd_full']['peak_mib']:8.0f} MiB  "
+          f"ratio {results['kd_full']['peak_mib'] / ls:.2f}x  (target <= 1.5x)  ({results['kd_full']['seconds']:.2f} s)")
+    print(f"  label_smoothed_kd, kd_topk {topk:<5d}  {results['kd_topk']['peak_mib']:8.0f} MiB  "
+          f"ratio {results['kd_topk']['peak_mib'] / ls:.2f}x  (target <= 1.1x)  ({results['kd_topk']['seconds']:.2f} s)")
+    return results
+
+
+# ----------------------------------------------------------------------------- speed
+
+ARCH = (
+    "--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 "
+    "--encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 "
+    "--share-decoder-input-output-embed --dropout 0.1"
+).split()
+
+
+def _run(cmd, **kw):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True, env=env, **kw)
+
+
+def _prepare(work: Path, n_train: int) -> Path:
+    text = work / "text"
+    text.mkdir(parents=True)
+    for split, name, n in (("train", "train", n_train), ("valid", "val", 200)):
+        for lang in ("en", "de"):
+            with gzip.open(SHARED / f"{name}.{lang}.gz", "rt", encoding="utf-8") as f:
+                lines = [" ".join(re.sub(r"([.,!?])", r" \1", next(f).lower()).split()) for _ in range(n)]
+            (text / f"{split}.{lang}").write_text("\n".join(lines) + "\n")
+    _run([BIN / "fairseq-preprocess", "--source-lang", "en", "--target-lang", "de", "--trainpref", text / "train",
+          "--validpref", text / "valid", "--destdir", work / "bin", "--joined-dictionary", "--workers", "1"])
+    return work / "bin"
+
+
+def _time_per_update(data: Path, save: Path, updates: int, warmup: int, extra) -> float:
+    """Seconds per update over updates warmup+1..updates, from fairseq's own 'wall' clock."""
+    proc = _run([BIN / "fairseq-train", data, "--cpu", *ARCH, "--optimizer", "adam", "--lr", "5e-4",
+                 "--max-tokens", "2048", "--max-update", str(updates), "--save-dir", save, "--no-save",
+                 "--disable-validation", "--seed", "1", "--log-format", "json", "--log-interval", "1",
+                 "--no-progress-bar", *extra])
+    recs = [json.loads(line.split("| train_inner |", 1)[1]) for line in (proc.stdout + proc.stderr).splitlines()
+            if "| train_inner |" in line]
+    # 'ups' is fairseq's updates per second over the logging interval (1 update here)
+    ups = [float(r["ups"]) for r in recs[warmup:] if float(r["ups"]) > 0]
+    return sum(1.0 / u for u in ups) / len(ups)
+
+
+def bench_speed(updates: int, repeats: int, topk: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = _prepare(work, n_train=3000)
+        # a same-size teacher: this architecture after a few LS updates (its quality does not matter for timing)
+        _run([BIN / "fairseq-train", data, "--cpu", *ARCH, "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", "2048",
+              "--max-update", "2", "--save-dir", work / "teacher", "--no-epoch-checkpoints", "--disable-validation",
+              "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"])
+        teacher = work / "teacher" / "checkpoint_last.pt"
+        variants = {
+            "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
+            "label_smoothed_kd (full vocab)": ["--user-dir", REPO / "lskd_fairseq", "--task", "translation_kd",
+                                                "--teacher-path", teacher, "--criterion", "label_smoothed_kd",
+                                                "--label-smoothing", "0.1", "--kd-alpha", "0.5"],
+            f"label_smoothed_kd (kd_topk {topk})": ["--user-dir", REPO / "lskd_fairseq", "--task", "translation_kd",
+                                                     "--teacher-path", teacher, "--criterion", "label_smoothed_kd",
+                                                     "--label-smoothing", "0.1", "--kd-alpha", "0.5", "--kd-topk", str(topk)],
+        }
+        times = {k: [] for k in variants}
+        for _ in range(repeats):  # alternate, so drift in machine load hits every variant alike
+            for name, extra in variants.items():
+                times[name].append(_time_per_update(data, work / "run", updates, warmup=5, extra=extra))
+    best = {k: min(v) for k, v in times.items()}
+    base = best["label_smoothed_cross_entropy"]
+    print(f"\n(a) seconds per update, transformer 3+3 layers d=256 on Multi30k, max-tokens 2048, "
+          f"{updates} updates (first 5 skipped), best of {repeats}")
+    for name, t in best.items():
+        ratio = "" if name == "label_smoothed_cross_entropy" else f"  ratio {t / base:.2f}x (target <= 1.35x)"
+        print(f"  {name:34s} {t * 1000:8.1f} ms{ratio}")
+    return best
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", choices=["speed", "memory"])
+    p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--tokens", type=int, default=8192)
+    p.add_argument("--topk", type=int, default=8)
+    p.add_argument("--updates", type=int, default=25)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.memory_child:
+        return _memory_child(a.memory_child, a.vocab, a.tokens, a.topk)
+    if a.only in (None, "memory"):
+        bench_memory(a.vocab, a.tokens, a.topk)
+    if a.only in (None, "speed"):
+        bench_speed(a.updates, a.repeats, a.topk)
+
+
+if __name__ == "__main__":
+    main()
