@@ -146,6 +146,7 @@ def test_vision_stability_cli_matches_the_formula(tmp_path):
     np.testing.assert_allclose(np.array(res["class_means"]), np.stack([p[y == c].mean(0) for c in range(3)]),
                                rtol=1e-5, atol=1e-7)
     assert res["accuracy"] == pytest.approx(100.0 * (p.argmax(1) == y).mean())
+    assert res["mean_entropy"] == pytest.approx(float(-(p * np.log(p)).sum(1).mean()), rel=1e-5)
     assert want > 1e-3  # the check is not vacuous
 
 
@@ -285,8 +286,9 @@ def _fake_data(student_ls_t1=80.0, student_ls_t4=75.0):
           "student_ls_T2": _fake_vision_metrics(78.0), "student_nols_T2": _fake_vision_metrics(78.0),
           "student_ls_T4": _fake_vision_metrics(student_ls_t4), "student_nols_T4": _fake_vision_metrics(78.0)}
     cal = {"ece": 0.02}
-    vs = {"teacher_ls": {"one_minus_S": 0.10, "per_class": per_ls, "calibration": cal},
-          "teacher_nols": {"one_minus_S": 0.12, "per_class": per_no, "calibration": {"ece": 0.06}}}
+    vs = {"teacher_ls": {"one_minus_S": 0.10, "per_class": per_ls, "calibration": cal, "mean_entropy": 0.6},
+          "teacher_nols": {"one_minus_S": 0.12, "per_class": per_no, "calibration": {"ece": 0.06},
+                           "mean_entropy": 0.2}}
     nm = {"teacher_ls": {"bleu": 35.0}, "teacher_nols": {"bleu": 34.0}, "student_nokd": {"bleu": 30.0},
           "student_wordkd_ls": {"bleu": 32.0}, "student_wordkd_nols": {"bleu": 31.2},
           "student_seqkd_ls": {"bleu": 31.0}, "student_seqkd_nols": {"bleu": 30.9}}
@@ -299,7 +301,7 @@ def test_verdicts_follow_the_numbers():
     got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), _fake_data())}
     assert got["erasure"] == REPRODUCED
     assert got["kd_t1"] == REPRODUCED  # +2.0 points, 2 SE ~ 1.2
-    assert got["fig5"] == REPRODUCED  # higher training loss with the LS teacher
+    assert got["fig5"] == REPRODUCED  # higher training loss (KL + teacher entropy) with the LS teacher
     assert got["temperature"] == REPRODUCED  # -3 points at T=4, fine at T=1
     assert got["calibration"] == REPRODUCED
     assert got["nmt_word_kd"] == REPRODUCED  # +0.8 BLEU (no hypotheses: 0.5 BLEU rule)

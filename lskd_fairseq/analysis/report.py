@@ -224,7 +224,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
             series.append(F.vision_curve(study.vision_dir(name), label))
     if series:
         P.plot_curves(series, path, metric_name="validation top-1 (%)",
-                      title="CIFAR-10 students: training loss (KD term at T=1) and validation accuracy per epoch")
+                      title="CIFAR-10 students: training loss (KD term T²·KL at T=1) and validation accuracy per epoch")
     else:
         P_.placeholder(path, "Fig. 5 (vision) not drawn: no student run finished")
     figs["curves_vision"] = path
@@ -249,6 +249,181 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
     else:
         P_.placeholder(path, "Fig. 5 (NMT) not drawn: no student training log")
     figs["curves_nmt"] = path
+
+    # temperature
+    path = fig("fig_temperature.png")
+    series = []
+    for t_name, label in (("ls", "teacher with LS"), ("nols", "teacher without LS")):
+        Ts, vals = [], []
+        for t in v.temperatures:
+            a = _acc(d["vision"].get(f"student_{t_name}_{SP.t_tag(t)}"))
+            if a is not None:
+                Ts.append(t)
+                vals.append(a)
+        if Ts:
+            series.append({"label": label, "T": Ts, "value": vals})
+    if series:
+        P.plot_temperature(series, path, metric_name="student test top-1 (%)",
+                           title="CIFAR-10 students against KD temperature (alpha = 1)")
+    else:
+        P_.placeholder(path, "temperature figure not drawn: no KD student finished")
+    figs["temperature"] = path
+
+    # reliability
+    path = fig("fig_reliability_vision.png")
+    panels = [{"title": f"vision {n}", "calibration": d["vstab"][n]["calibration"]}
+              for n in ("teacher_nols", "teacher_ls") if n in d["vstab"]]
+    if panels:
+        P.plot_reliability(panels, path)
+    else:
+        P_.placeholder(path, "vision reliability diagrams not drawn: no teacher stability result")
+    figs["reliability_vision"] = path
+    path = fig("fig_reliability_nmt.png")
+    panels = [{"title": f"NMT {n} (token level, valid)", "calibration": d["nstab"][n]["calibration"]}
+              for n in ("teacher_nols", "teacher_ls") if n in d["nstab"]]
+    if panels:
+        P.plot_reliability(panels, path)
+    else:
+        P_.placeholder(path, "NMT reliability diagrams not drawn: no teacher stability result")
+    figs["reliability_nmt"] = path
+    return figs
+
+
+# ------------------------------------------------------------------ verdicts
+def _verdict(study, v: str) -> str:
+    return INCONCLUSIVE if study.scale_name == "smoke" else v
+
+
+# The test must resolve differences of the size the paper reports (0.4-2.5 points):
+# "as good" / "no fall-behind" verdicts need 2 SE of the difference at most this large.
+MAX_2SE = 1.5
+# Teachers must have learned something for any comparison to mean anything.
+MIN_VISION_TOP1_OVER_CHANCE = 3.0
+MIN_NMT_TEACHER_BLEU = 5.0
+
+
+def _vision_trained(vm: Dict) -> Tuple[bool, str]:
+    accs = [(n, _acc(vm.get(n))) for n in ("teacher_ls", "teacher_nols")]
+    k = None
+    for n in ("teacher_ls", "teacher_nols"):
+        cfg = (vm.get(n) or {}).get("config") or {}
+        k = k or cfg.get("num_classes")
+    chance = 100.0 / (k or 10)
+    weak = [f"{n} {a:.1f}%" for n, a in accs if a is not None and a < MIN_VISION_TOP1_OVER_CHANCE * chance]
+    if weak:
+        return False, f"teachers barely trained ({', '.join(weak)}; chance {chance:.0f}%)"
+    return True, ""
+
+
+def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
+    """(key, claim text, verdict, evidence) for each claim."""
+    out = []
+    vs, vm, ns, nm = d["vstab"], d["vision"], d["nstab"], d["nmt"]
+    smoke = study.scale_name == "smoke"
+
+    # erasure: 1-S lower with LS
+    ev, verdicts = [], []
+    for label, st in (("CIFAR-10 teachers", vs), ("Multi30k teachers (token level)", ns)):
+        a, b = st.get("teacher_ls"), st.get("teacher_nols")
+        if not (a and b):
+            ev.append(f"{label}: missing")
+            continue
+        pa = np.asarray(a["per_class"], dtype=float)
+        pb = np.asarray(b["per_class"], dtype=float)
+        ok = ~(np.isnan(pa) | np.isnan(pb))
+        lower = int((pa[ok] < pb[ok]).sum())
+        ev.append(f"{label}: 1-S {a['one_minus_S']:.4f} with LS vs {b['one_minus_S']:.4f} without "
+                  f"(lower with LS in {lower} of {int(ok.sum())} classes)")
+        if label.startswith("CIFAR") and not _vision_trained(vm)[0]:
+            verdicts.append(INCONCLUSIVE)
+        elif label.startswith("Multi30k") and min(nm.get(k, {}).get("bleu", 0.0) for k in ("teacher_ls", "teacher_nols")) < MIN_NMT_TEACHER_BLEU:
+            verdicts.append(INCONCLUSIVE)
+        elif a["one_minus_S"] < b["one_minus_S"] and lower > ok.sum() / 2:
+            verdicts.append(REPRODUCED)
+        elif a["one_minus_S"] > b["one_minus_S"] and lower < ok.sum() / 2:
+            verdicts.append(NOT_REPRODUCED)
+        else:
+            verdicts.append(INCONCLUSIVE)
+    v = (verdicts[0] if verdicts and all(x == verdicts[0] for x in verdicts) else
+         (INCONCLUSIVE if verdicts else INCONCLUSIVE))
+    if verdicts and len(set(verdicts)) > 1:
+        ev.append("the two domains disagree")
+    out.append(("erasure", PN.CLAIMS["erasure"], _verdict(study, v), "; ".join(ev)))
+
+    # Müller / Shen: clusters
+    pr = d.get("projection")
+    if pr:
+        names = d.get("projection_classes", ["a", "b", "c"])
+        keys = list(pr.keys())
+        s_ls, s_no = pr[keys[0]], pr[keys[1]]
+        pair = next(iter(s_ls["separation_ratio"]))  # first pair = the two similar classes
+        r_ls, r_no = s_ls["separation_ratio"][pair], s_no["separation_ratio"][pair]
+        spread_ls = float(np.mean(list(s_ls["spread"].values())))
+        spread_no = float(np.mean(list(s_no["spread"].values())))
+        ev = (f"projection of {'/'.join(names)}: centre distance / spread of {names[0]}-{names[1]} "
+              f"{r_ls:.2f} with LS vs {r_no:.2f} without; mean spread {spread_ls:.3f} vs {spread_no:.3f} "
+              f"(different networks have different scales; ratios are comparable, spreads only roughly)")
+        v = REPRODUCED if r_ls > 1.1 * r_no else NOT_REPRODUCED if r_ls < r_no / 1.1 else INCONCLUSIVE
+        ev += "; a ratio change under 10% is called inconclusive"
+        if not _vision_trained(vm)[0]:
+            v = INCONCLUSIVE
+        out.append(("clusters", "LS makes clusters tighter and, for semantically similar classes, "
+                    "separates their centres further relative to their spread (Müller et al.; Shen et al. Sec. 3)",
+                    _verdict(study, v), ev))
+    else:
+        out.append(("clusters", "LS tightens clusters / separates similar classes (Fig. 1)", INCONCLUSIVE,
+                    "no projection data"))
+
+    # KD at T=1
+    a, b = vm.get("student_ls_T1"), vm.get("student_nols_T1")
+    if a and b:
+        pa, pb = _acc(a), _acc(b)
+        se = _se_diff(pa, pb, _n_test(a), _n_test(b))
+        diff = pa - pb
+        if diff > 2 * se:
+            v, how = REPRODUCED, "better by more than 2 SE"
+        elif diff < -2 * se:
+            v, how = NOT_REPRODUCED, "worse by more than 2 SE"
+        elif 2 * se <= MAX_2SE:
+            v, how = REPRODUCED, "as good (difference within ±2 SE)"
+        else:
+            v, how = INCONCLUSIVE, f"within ±2 SE, but 2 SE is over {MAX_2SE} points: the test cannot resolve the paper's effect"
+        ok, why = _vision_trained(vm)
+        if not ok:
+            v, how = INCONCLUSIVE, how + "; " + why
+        ev = (f"CIFAR-10 student top-1 {pa:.2f}% (LS teacher) vs {pb:.2f}% (no-LS teacher): "
+              f"difference {diff:+.2f} points, 2 SE = {2 * se:.2f}: {how}; one seed")
+        nokd = _acc(vm.get("student_nokd"))
+        if nokd is not None:
+            ev += f"; student without KD {nokd:.2f}%"
+        out.append(("kd_t1", PN.CLAIMS["kd_t1"], _verdict(study, v), ev))
+    else:
+        out.append(("kd_t1", PN.CLAIMS["kd_t1"], INCONCLUSIVE, "students at T=1 missing"))
+
+    # Fig. 5: training loss higher with LS teacher. lskd-vision-train's KD loss is T^2 KL(teacher || student),
+    # the paper's soft-label loss is the cross-entropy KL + H(teacher): add the teacher's mean entropy
+    # (measured on the test split, an approximation of its entropy on the training images).
+    if a and b and a.get("train_last_epoch") and b.get("train_last_epoch"):
+        la, lb = a["train_last_epoch"].get("train_loss"), b["train_last_epoch"].get("train_loss")
+        ha = (vs.get("teacher_ls") or {}).get("mean_entropy")
+        hb = (vs.get("teacher_nols") or {}).get("mean_entropy")
+        ev = f"last-epoch KD term (KL) {f2(la, 4)} (LS teacher) vs {f2(lb, 4)} (no-LS teacher)"
+        if None not in (la, lb, ha, hb):
+            ca, cb = la + ha, lb + hb
+            ev += (f"; teacher mean entropy {ha:.4f} vs {hb:.4f} nats, so the paper's soft-label cross-entropy "
+                   f"(KL + entropy) is about {ca:.4f} vs {cb:.4f}")
+            v = REPRODUCED if ca > cb else NOT_REPRODUCED
+        else:
+            v = INCONCLUSIVE
+            ev += "; teacher entropies missing, so the paper's loss cannot be formed"
+        if v == REPRODUCED and _acc(a) is not None and _acc(b) is not None:
+            if _acc(a) < _acc(b) - 2 * _se_diff(_acc(a), _acc(b), _n_test(a), _n_test(b)):
+                v = NOT_REPRODUCED
+                ev += "; but the LS teacher's student is worse on the test set by more than 2 SE"
+        if not _vision_trained(vm)[0]:
+            v = INCONCLUSIVE
+        out.append(("fig5", "The LS teacher's student has a much higher training loss while its test accuracy is "
+                    "equal or better (Fig. 5)", _verdict(study, v), ev))
 
     # temperature
     path = fig("fig_temperature.png")
@@ -614,9 +789,12 @@ def write_report(study) -> str:
     L.append("")
     sl, sn = vm.get("student_ls_T1"), vm.get("student_nols_T1")
     if sl and sn and sl.get("train_last_epoch") and sn.get("train_last_epoch"):
-        L.append(f"Last-epoch training loss of the students (the paper's Fig. 5 point): "
-                 f"{f2(sl['train_last_epoch'].get('train_loss'), 4)} (LS teacher) vs "
-                 f"{f2(sn['train_last_epoch'].get('train_loss'), 4)} (no-LS teacher).")
+        L.append(f"Last-epoch training loss of the students (the paper's Fig. 5 point; here the KD term "
+                 f"T²·KL(teacher‖student), which leaves out the teacher's entropy that the paper's soft-label "
+                 f"cross-entropy includes): {f2(sl['train_last_epoch'].get('train_loss'), 4)} (LS teacher) vs "
+                 f"{f2(sn['train_last_epoch'].get('train_loss'), 4)} (no-LS teacher); teachers' mean output entropy "
+                 f"on the test split {f2((vs.get('teacher_ls') or {}).get('mean_entropy'), 4)} vs "
+                 f"{f2((vs.get('teacher_nols') or {}).get('mean_entropy'), 4)} nats.")
         L.append("")
 
     # -------- temperature

@@ -100,6 +100,7 @@ def vision_stability(
     cal = CalibrationMeter(num_bins)
     correct = 0
     n = 0
+    entropy = 0.0
     feats, flabels = [], []
     kept = {c: 0 for c in (keep_features_of or [])}
     want_features = bool(keep_features_of)
@@ -109,6 +110,7 @@ def vision_stability(
         cal.update(probs, labels)
         correct += int(logits.argmax(-1).eq(labels).sum())
         n += labels.numel()
+        entropy -= float((probs * torch.log_softmax(logits.float(), -1)).sum())
         if want_features:
             for c in kept:
                 room = max_features_per_class - kept[c]
@@ -126,6 +128,7 @@ def vision_stability(
         "split": split,
         "num_samples": n,
         "accuracy": 100.0 * correct / max(1, n),
+        "mean_entropy": entropy / max(1, n),  # nats, of the softmax outputs
         "classes": list(classes),
         "S": res["S"],
         "one_minus_S": res["one_minus_S"],
