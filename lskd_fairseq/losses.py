@@ -328,6 +328,71 @@ def ls_kd_loss(
     return loss, {"ls_loss": ls.detach(), "nll_loss": nll.detach(), "kd_loss": kd.detach()}
 
 
+def seq_kd_loss(
+    beta: float,
+    gold_lprobs: Optional[torch.Tensor] = None,
+    gold_target: Optional[torch.Tensor] = None,
+    seq_lprobs: Optional[torch.Tensor] = None,
+    seq_target: Optional[torch.Tensor] = None,
+    epsilon: float = 0.0,
+    seq_logits: Optional[torch.Tensor] = None,
+    teacher: Optional[TeacherOutput] = None,
+    alpha: float = 0.0,
+    temperature: float = 1.0,
+    topk: int = 0,
+    ignore_index: Optional[int] = None,
+    convention: str = "fairseq",
+    gold_scale: float = 1.0,
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Sequence-level KD (Kim & Rush 2016), optionally with word-level KD on the
+    teacher's sequence, mixed with the gold objective::
+
+        (1 - beta) * gold_scale * LS-NLL(gold) + beta * (NLL(seq) + alpha * KD(seq))
+
+    summed over positions. ``seq_*`` are the student's log-probabilities / logits
+    on the teacher's sequence (teacher forcing on it) and ``teacher`` the teacher's
+    distribution there (full logits or a top-k pair). ``beta = 1, alpha = 0`` is
+    plain Seq-KD; ``alpha > 0`` adds Word-KD. ``gold_scale`` rescales the gold sum
+    (the criterion uses ``seq_tokens / gold_tokens`` so that both terms are sums
+    over the same number of tokens). Terms with zero weight are not computed and
+    their inputs may be None. Returns ``(loss, parts)`` with the summed
+    ``ls_loss`` / ``nll_loss`` (gold), ``seq_nll_loss`` and ``kd_loss`` (zeros
+    where not computed).
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if alpha < 0.0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    parts: Dict[str, torch.Tensor] = {}
+    loss = None
+    if beta < 1.0:
+        if gold_lprobs is None or gold_target is None:
+            raise ValueError("beta < 1 needs the gold log-probabilities and target")
+        ls, nll = label_smoothed_nll_loss(
+            gold_lprobs, gold_target, epsilon, ignore_index=ignore_index, reduce=True, convention=convention
+        )
+        loss = (1.0 - beta) * gold_scale * ls
+        parts["ls_loss"], parts["nll_loss"] = ls.detach(), nll.detach()
+    if beta > 0.0:
+        if seq_lprobs is None or seq_target is None:
+            raise ValueError("beta > 0 needs the student's log-probabilities on the teacher's sequence")
+        _, seq_nll = label_smoothed_nll_loss(seq_lprobs, seq_target, 0.0, ignore_index=ignore_index, reduce=True)
+        seq_term = seq_nll
+        parts["seq_nll_loss"] = seq_nll.detach()
+        if alpha > 0.0:
+            if seq_logits is None or teacher is None:
+                raise ValueError("alpha > 0 needs the student's logits and the teacher's output on the sequence")
+            mask = seq_target.eq(ignore_index) if ignore_index is not None else None
+            kd = kd_loss(seq_logits, teacher, temperature, topk, ignore_mask=mask, reduce=True)
+            seq_term = seq_term + alpha * kd
+            parts["kd_loss"] = kd.detach()
+        loss = beta * seq_term if loss is None else loss + beta * seq_term
+    ref = loss
+    for key in ("ls_loss", "nll_loss", "seq_nll_loss", "kd_loss"):
+        parts.setdefault(key, ref.new_zeros(()).detach())
+    return loss, parts
+
+
 def topk_agreement(
     student_logits: torch.Tensor, teacher: TeacherOutput, ignore_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
