@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+# ../shared/data beside the checkout, or $LSKD_SHARED_DATA
+SHARED_DATA = os.environ.get("LSKD_SHARED_DATA") or os.path.join(os.path.dirname(REPO), "shared", "data")
 CIFAR10_TARBALL = os.path.join(SHARED_DATA, "cifar10", "cifar10_jpg.tar.gz")
 MULTI30K_DIR = os.path.join(SHARED_DATA, "multi30k")
 RECIPE = os.path.join(REPO, "recipes", "multi30k", "run.sh")

@@ -195,6 +195,7 @@ class Study:
 
     def recipe_cmd(self, r: SP.Run) -> List[str]:
         return ["bash", SP.RECIPE, "--scale", self.scale.nmt.recipe_scale, "--work", self.nmt_work,
+                "--data-dir", SP.MULTI30K_DIR,
                 "--stage", r.args["stage"], "--stop-stage", r.args["stop_stage"]]
 
     # ------------------------------------------------------------ execution
