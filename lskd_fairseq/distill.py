@@ -277,8 +277,9 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", help="data-bin (fairseq-preprocess output) with the teacher's dictionaries")
     p.add_argument("--out", required=True, help="output directory (text + data-bin)")
-    p.add_argument("--split", default="train")
-    p.add_argument("--teacher-path", required=True, help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble")
+    p.add_argument("--split", default="train", help="split of the data-bin to translate (default: train)")
+    p.add_argument("--teacher-path", required=True,
+                   help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble (probabilities averaged)")
     p.add_argument("-s", "--source-lang", default=None)
     p.add_argument("-t", "--target-lang", default=None)
     p.add_argument("--source-text", default=None,
@@ -308,8 +309,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="also write OUT/<split>.nbest.<tgt>: id<TAB>rank<TAB>score<TAB>hypothesis, n-best per sample")
     p.add_argument("--copy-other-splits", action="store_true",
                    help="copy the data-bin's other splits instead of symlinking them")
-    p.add_argument("--cpu", action="store_true")
-    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
+    p.add_argument("--fp16", action="store_true", help="half-precision teacher (CUDA only)")
     p.add_argument("--force", action="store_true", help="redo a split that is already complete")
     p.add_argument("--restart", action="store_true", help="ignore the hypotheses of an interrupted run")
     p.add_argument("--no-progress-bar", action="store_true")
@@ -341,6 +342,8 @@ def run(args) -> dict:
     t_start = time.time()
     if args.nbest > args.beam:
         raise DistillError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
+    if args.fp16 and (args.cpu or not torch.cuda.is_available()):
+        raise DistillError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
     task = _setup_task(args.data, args.source_lang, args.target_lang)
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
     split = args.split

@@ -31,15 +31,15 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lskd-teacher-cache", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="data-bin to score (gold, or a distilled data-bin)")
     p.add_argument("--out", required=True, help="cache directory (one cache per split)")
-    p.add_argument("--split", default="train")
-    p.add_argument("--teacher-path", required=True, help="teacher checkpoint(s), a.pt[:b.pt]")
+    p.add_argument("--split", default="train", help="split to score (default: train)")
+    p.add_argument("--teacher-path", required=True, help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble")
     p.add_argument("-k", "--k", type=int, default=8, help="tokens kept per position")
     p.add_argument("-s", "--source-lang", default=None)
     p.add_argument("-t", "--target-lang", default=None)
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--cpu", action="store_true")
-    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
+    p.add_argument("--fp16", action="store_true", help="half-precision teacher (CUDA only)")
     p.add_argument("--no-progress-bar", action="store_true")
     return p
 
@@ -52,6 +52,8 @@ def run(args) -> dict:
 
     if args.k < 1:
         raise ArtifactError(f"--k must be >= 1, got {args.k}")
+    if args.fp16 and (args.cpu or not torch.cuda.is_available()):
+        raise ArtifactError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
     task = _setup_task(args.data, args.source_lang, args.target_lang)
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
     task.load_dataset(args.split)
