@@ -405,6 +405,8 @@ def train_one_epoch(
         )
         bsz = y.numel()
         loss = loss_sum / bsz
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -418,8 +420,6 @@ def train_one_epoch(
             if clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate")
         sums += torch.tensor(
             [bsz, loss_sum.item(), parts["ls_loss"].item(), parts["nll_loss"].item(),
              parts["kd_loss"].item(), logits.argmax(-1).eq(y).sum().item()], dtype=torch.float64)
