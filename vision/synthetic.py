@@ -6,7 +6,7 @@ instantly.
 """
 
 import os
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 from PIL import Image
@@ -15,7 +15,7 @@ from PIL import Image
 def make_image_folder(
     root: str,
     num_classes: int = 4,
-    per_class: Sequence[int] | int = 24,
+    per_class: Union[Sequence[int], int] = 24,
     splits: Sequence[str] = ("train", "test"),
     test_per_class: int = 8,
     size: int = 16,
