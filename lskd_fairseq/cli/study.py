@@ -111,8 +111,10 @@ class Study:
         os.replace(tmp, path)
 
     def speed(self) -> float:
-        """Observed / estimated time over the runs finished in this session (1 until one has)."""
-        return (self.obs_done / self.est_done) if self.est_done > 0 else 1.0
+        """Observed / estimated time of the runs finished in this session, shrunk towards 1 by a
+        prior worth two average runs (so one unusually fast or slow short run does not swing it)."""
+        prior = 2.0 * sum(r.est_s for r in self.runs) / max(1, len(self.runs))
+        return (self.obs_done + prior) / (self.est_done + prior)
 
     def study_eta(self) -> float:
         """Remaining estimated time: running runs' own estimates plus pending runs' priors
