@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from conftest import PLUGIN, TINY_ARCH, cli_env, preprocess, run_cli, train_args, write_corpus
+from lskd_fairseq.fairseq_compat import allow_fairseq_checkpoint_globals
+
+allow_fairseq_checkpoint_globals()  # fairseq checkpoints pickle an argparse.Namespace
 
 KD = ["--user-dir", PLUGIN, "--task", "translation_kd", "--criterion", "label_smoothed_kd"]
 
