@@ -150,6 +150,7 @@ class _LSKD(torch.autograd.Function):
         for lo, hi in _row_chunks(n, v):
             z = logits[lo:hi].to(dtype)
             k = keep[lo:hi]
+            logp = None
             if ls_ab is not None:
                 logp = torch.log_softmax(z, dim=-1)
                 nll = -logp.gather(-1, target[lo:hi, None]).squeeze(-1)
@@ -157,10 +158,11 @@ class _LSKD(torch.autograd.Function):
                 nll_out[lo:hi] = nll.masked_fill(~k, 0.0)
                 ls_out[lo:hi] = (ls_ab[0] * nll + ls_ab[1] * smooth).masked_fill(~k, 0.0)
             if want_kd:
-                logp_t = torch.log_softmax(z / temperature, dim=-1)
+                # at T = 1 the KD term shares the LS term's log-softmax
+                if logp is None or temperature != 1.0:
+                    logp = torch.log_softmax(z / temperature if temperature != 1.0 else z, dim=-1)
                 logq = torch.log_softmax(t_vals[lo:hi].to(dtype) / temperature, dim=-1)
-                if t_idx is not None:
-                    logp_t = logp_t.gather(-1, t_idx[lo:hi])
+                logp_t = logp.gather(-1, t_idx[lo:hi]) if t_idx is not None else logp
                 q = logq.exp()
                 # q * (log q - log p), with 0 * log 0 = 0 for classes the teacher rules out
                 kl = torch.where(q > 0, q * (logq - logp_t), torch.zeros_like(q)).sum(-1)
@@ -186,25 +188,34 @@ class _LSKD(torch.autograd.Function):
         n, v = logits.shape
         use_ls = ls_ab is not None and g_ls is not None and bool(g_ls.ne(0).any())
         use_kd = ctx.want_kd and g_kd is not None and bool(g_kd.ne(0).any())
-        grad = torch.zeros_like(logits)
+        grad = torch.empty_like(logits)
         for lo, hi in _row_chunks(n, v):
             z = logits[lo:hi].to(dtype)
             w_keep = keep[lo:hi].to(dtype).unsqueeze(-1)
-            g = torch.zeros_like(z)
+            # g = c_p * softmax(z) [+ c_t * softmax(z / T)] - b_row - a_row * onehot(y) - c_q * q
+            g = None
             if use_ls:
                 a, b = ls_ab
-                gl = torch.softmax(z, dim=-1).mul_(a + v * b).sub_(b)
-                gl.scatter_add_(-1, target[lo:hi, None], gl.new_full((hi - lo, 1), -a))
-                g.add_(gl.mul_(g_ls[lo:hi].to(dtype).unsqueeze(-1)))
+                w = g_ls[lo:hi].to(dtype).unsqueeze(-1)
+                c_p = w * (a + v * b)
+                if use_kd and t == 1.0:  # one softmax serves both terms
+                    c_p = c_p + g_kd[lo:hi].to(dtype).unsqueeze(-1)
+                g = torch.softmax(z, dim=-1).mul_(c_p).sub_(w * b)
+                g.scatter_add_(-1, target[lo:hi, None], -a * w)
             if use_kd:
-                gk = torch.softmax(z / t, dim=-1)
-                q = torch.softmax(t_vals[lo:hi].to(dtype) / t, dim=-1)
+                c_t = g_kd[lo:hi].to(dtype).unsqueeze(-1) * t
+                if g is None or t != 1.0:
+                    gk = torch.softmax(z / t if t != 1.0 else z, dim=-1).mul_(c_t)
+                    g = gk if g is None else g.add_(gk)
+                q = torch.softmax(t_vals[lo:hi].to(dtype) / t, dim=-1).mul_(c_t)
                 if ctx.has_idx:
-                    gk.scatter_add_(-1, t_idx[lo:hi], -q)
+                    g.scatter_add_(-1, t_idx[lo:hi], -q)
                 else:
-                    gk.sub_(q)
-                g.add_(gk.mul_(g_kd[lo:hi].to(dtype).unsqueeze(-1) * t))
-            grad[lo:hi] = g.mul_(w_keep).to(grad.dtype)
+                    g.sub_(q)
+            if g is None:
+                grad[lo:hi] = 0
+            else:
+                grad[lo:hi] = g.mul_(w_keep).to(grad.dtype)
         return grad, None, None, None, None, None, None
 
 

@@ -279,7 +279,7 @@ def _unfused(logits, target, teacher, eps, alpha, T, topk, pad, convention):
 
 @pytest.mark.parametrize("convention", ["fairseq", "uniform"])
 @pytest.mark.parametrize("topk", [0, 3])
-@pytest.mark.parametrize("alpha,T", [(0.3, 1.0), (0.9, 2.0), (1.0, 0.6)])
+@pytest.mark.parametrize("alpha,T", [(0.3, 1.0), (0.9, 2.0), (1.0, 0.6), (1.0, 1.0)])
 def test_fused_ls_kd_matches_plain_autograd(convention, topk, alpha, T):
     torch.manual_seed(13)
     logits = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
