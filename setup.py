@@ -42,6 +42,7 @@ setup(
             "lskd-plot = lskd_fairseq.cli.plot:main",
             "lskd-study = lskd_fairseq.cli.study:main",
             "lskd-vision-train = lskd_vision.train:main",
+            "lskd-vision-report = lskd_vision.report:main",
         ]
     },
 )
