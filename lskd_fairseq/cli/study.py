@@ -224,7 +224,7 @@ class Study:
                                 cur["done0"] = done
                             cur["done"] = done
                     if time.time() - last_beat[0] >= self.heartbeat_s or (
-                            steps and cur.get("done") != last_done and time.time() - last_beat[0] >= 10):
+                            steps and cur.get("done") != last_done and time.time() - last_beat[0] >= max(10.0, self.heartbeat_s / 2)):
                         last_done = cur.get("done")
                         last_beat[0] = time.time()
                         self.progress(track)
