@@ -69,6 +69,39 @@ def validate_kd_options(label_smoothing: float, kd_alpha: float, kd_temperature:
         raise ValueError("; ".join(problems))
 
 
+def log_kd_and_accuracy_metrics(logging_outputs) -> None:
+    """Log the KD terms (kd_loss, teacher agreement, teacher NLL) and token accuracy;
+    shared by lskd's criteria. Keys absent from the logging outputs are skipped."""
+
+    def total(key):
+        return sum(log.get(key, 0) for log in logging_outputs)
+
+    ln2 = math.log(2)
+    kd_ntokens = total("kd_ntokens")
+    if kd_ntokens > 0:
+        metrics.log_scalar("kd_loss", total("kd_loss") / kd_ntokens / ln2, kd_ntokens, round=3)
+        agree = utils.item(total("teacher_agree"))
+        metrics.log_scalar("teacher_agree", 100.0 * agree / kd_ntokens, kd_ntokens, round=2)
+        if any("teacher_nll_loss" in log for log in logging_outputs):
+            metrics.log_scalar(
+                "teacher_nll_loss", total("teacher_nll_loss") / kd_ntokens / ln2, kd_ntokens, round=3
+            )
+            metrics.log_derived(
+                "teacher_ppl", lambda meters: utils.get_perplexity(meters["teacher_nll_loss"].avg)
+            )
+
+    n_total = utils.item(total("total"))
+    if n_total > 0:
+        metrics.log_scalar("total", n_total)
+        metrics.log_scalar("n_correct", utils.item(total("n_correct")))
+        metrics.log_derived(
+            "accuracy",
+            lambda meters: round(meters["n_correct"].sum * 100.0 / meters["total"].sum, 3)
+            if meters["total"].sum > 0
+            else float("nan"),
+        )
+
+
 @register_criterion("label_smoothed_kd", dataclass=LabelSmoothedKDConfig)
 class LabelSmoothedKDCriterion(FairseqCriterion):
     def __init__(
@@ -205,29 +238,7 @@ class LabelSmoothedKDCriterion(FairseqCriterion):
         metrics.log_scalar("nll_loss", nll_sum / ntokens / ln2, ntokens, round=3)
         metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
 
-        kd_ntokens = total("kd_ntokens")
-        if kd_ntokens > 0:
-            metrics.log_scalar("kd_loss", total("kd_loss") / kd_ntokens / ln2, kd_ntokens, round=3)
-            agree = utils.item(total("teacher_agree"))
-            metrics.log_scalar("teacher_agree", 100.0 * agree / kd_ntokens, kd_ntokens, round=2)
-            if any("teacher_nll_loss" in log for log in logging_outputs):
-                metrics.log_scalar(
-                    "teacher_nll_loss", total("teacher_nll_loss") / kd_ntokens / ln2, kd_ntokens, round=3
-                )
-                metrics.log_derived(
-                    "teacher_ppl", lambda meters: utils.get_perplexity(meters["teacher_nll_loss"].avg)
-                )
-
-        n_total = utils.item(total("total"))
-        if n_total > 0:
-            metrics.log_scalar("total", n_total)
-            metrics.log_scalar("n_correct", utils.item(total("n_correct")))
-            metrics.log_derived(
-                "accuracy",
-                lambda meters: round(meters["n_correct"].sum * 100.0 / meters["total"].sum, 3)
-                if meters["total"].sum > 0
-                else float("nan"),
-            )
+        log_kd_and_accuracy_metrics(logging_outputs)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

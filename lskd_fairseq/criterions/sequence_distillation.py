@@ -29,7 +29,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from lskd_fairseq.criterions.label_smoothed_kd import LS_CONVENTION_CHOICES
+from lskd_fairseq.criterions.label_smoothed_kd import LS_CONVENTION_CHOICES, log_kd_and_accuracy_metrics
 from lskd_fairseq.losses import label_smoothed_nll_loss, seq_kd_loss
 
 
@@ -208,21 +208,7 @@ class SequenceDistillationCriterion(FairseqCriterion):
         seq_ntokens = total("seq_ntokens")
         if seq_ntokens > 0:
             metrics.log_scalar("seq_nll_loss", total("seq_nll_loss") / seq_ntokens / ln2, seq_ntokens, round=3)
-        kd_ntokens = total("kd_ntokens")
-        if kd_ntokens > 0:
-            metrics.log_scalar("kd_loss", total("kd_loss") / kd_ntokens / ln2, kd_ntokens, round=3)
-            agree = utils.item(total("teacher_agree"))
-            metrics.log_scalar("teacher_agree", 100.0 * agree / kd_ntokens, kd_ntokens, round=2)
-        n_total = utils.item(total("total"))
-        if n_total > 0:
-            metrics.log_scalar("total", n_total)
-            metrics.log_scalar("n_correct", utils.item(total("n_correct")))
-            metrics.log_derived(
-                "accuracy",
-                lambda meters: round(meters["n_correct"].sum * 100.0 / meters["total"].sum, 3)
-                if meters["total"].sum > 0
-                else float("nan"),
-            )
+        log_kd_and_accuracy_metrics(logging_outputs)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
