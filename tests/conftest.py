@@ -9,6 +9,7 @@ Fixtures:
 """
 
 import gzip
+import json
 import os
 import re
 import subprocess
@@ -53,6 +54,15 @@ def run_cli(args, cwd=None, check=True, timeout=600):
             f"{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def train_inner(proc):
+    """The per-update json records fairseq logs with --log-format json --log-interval 1."""
+    out = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "| train_inner |" in line:
+            out.append(json.loads(line.split("| train_inner |", 1)[1]))
+    return out
 
 
 def _tokenize(line: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PLUGIN, preprocess, run_cli, train_args, write_corpus
+from conftest import PLUGIN, preprocess, run_cli, train_args, train_inner, write_corpus  # noqa: F401 (re-exported)
 
 N_TRAIN, N_VALID, N_TEST = 300, 40, 20
 BEAM = 3
@@ -64,13 +64,6 @@ def seqkd_env(tmp_path_factory):
     keep = os.environ.get("LSKD_TEST_SEQKD_DIR")
     return build(Path(keep) if keep else tmp_path_factory.getbasetemp() / "seqkd_shared")
 
-
-def train_inner(proc):
-    out = []
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if "| train_inner |" in line:
-            out.append(json.loads(line.split("| train_inner |", 1)[1]))
-    return out
 
 
 KD_TASK = ["--user-dir", PLUGIN, "--task", "translation_kd"]

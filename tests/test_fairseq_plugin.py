@@ -11,21 +11,13 @@ import sys
 import pytest
 import torch
 
-from conftest import PLUGIN, TINY_ARCH, cli_env, preprocess, run_cli, train_args, write_corpus
+from conftest import PLUGIN, TINY_ARCH, cli_env, preprocess, run_cli, train_args, train_inner, write_corpus
 from lskd_fairseq.fairseq_compat import allow_fairseq_checkpoint_globals
 
 allow_fairseq_checkpoint_globals()  # fairseq checkpoints pickle an argparse.Namespace
 
 KD = ["--user-dir", PLUGIN, "--task", "translation_kd", "--criterion", "label_smoothed_kd"]
 
-
-def train_inner(proc):
-    """The per-update json records fairseq logs with --log-format json --log-interval 1."""
-    out = []
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if "| train_inner |" in line:
-            out.append(json.loads(line.split("| train_inner |", 1)[1]))
-    return out
 
 
 # ---------------------------------------------------------------- registration
