@@ -132,6 +132,9 @@ def run(args) -> str:
 
 def main(argv=None):
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import warnings
+
+    warnings.filterwarnings("ignore")  # fairseq/torch deprecation noise
     args = build_parser().parse_args(argv)
     try:
         out = run(args)

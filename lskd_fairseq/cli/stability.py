@@ -73,6 +73,9 @@ def run(args) -> dict:
 
 def main(argv=None):
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import warnings
+
+    warnings.filterwarnings("ignore")  # fairseq/torch deprecation noise
     args = build_parser().parse_args(argv)
     try:
         res = run(args)
