@@ -1,8 +1,8 @@
 """Benchmarks for word-level KD (label_smoothed_kd) against fairseq's
 label_smoothed_cross_entropy. Prints what it measured; asserts nothing.
 
-  (a) time per update with a same-size online teacher vs. the LS criterion,
-      same data, same run (runs alternate, best of --repeats each);
+  (a) time per training step with a same-size online teacher vs. the LS criterion,
+      same batches, one process, the criteria taking turns step by step (median);
   (b) peak memory of the criterion's loss computation (forward + backward) at a
       32k vocabulary and 8k target tokens, vs. the LS criterion; each variant runs
       in a fresh process and its peak resident memory above the inputs is read
@@ -109,20 +109,57 @@ def _prepare(work: Path, n_train: int) -> Path:
     return work / "bin"
 
 
-def _time_per_update(data: Path, save: Path, updates: int, warmup: int, extra) -> float:
-    """Seconds per update over updates warmup+1..updates, from fairseq's own 'wall' clock."""
-    proc = _run([BIN / "fairseq-train", data, "--cpu", *ARCH, "--optimizer", "adam", "--lr", "5e-4",
-                 "--max-tokens", "2048", "--max-update", str(updates), "--save-dir", save, "--no-save",
-                 "--disable-validation", "--seed", "1", "--log-format", "json", "--log-interval", "1",
-                 "--no-progress-bar", *extra])
-    recs = [json.loads(line.split("| train_inner |", 1)[1]) for line in (proc.stdout + proc.stderr).splitlines()
-            if "| train_inner |" in line]
-    # 'ups' is fairseq's updates per second over the logging interval (1 update here)
-    ups = [float(r["ups"]) for r in recs[warmup:] if float(r["ups"]) > 0]
-    return sum(1.0 / u for u in ups) / len(ups)
+def _interleaved_step_times(data: Path, teacher: Path, steps: int, topk: int) -> dict:
+    """Seconds per training step (forward, backward, Adam) of each criterion, measured in
+    one process on the same batches, the criteria taking turns step by step so that
+    changes in machine load hit all of them alike. Median over ``steps`` each."""
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    import lskd_fairseq.tasks  # noqa: F401  (registers the plugin)
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    def build(extra):
+        parser = options.get_training_parser()
+        args = options.parse_args_and_arch(
+            parser, [str(data), "--cpu", *ARCH, "--task", "translation_kd", "--teacher-path", str(teacher),
+                     "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", "2048", *extra])
+        cfg = convert_namespace_to_omegaconf(args)
+        task = tasks.setup_task(cfg.task)
+        return task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+
+    variants = {
+        "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
+        "label_smoothed_kd (full vocab)": ["--criterion", "label_smoothed_kd", "--label-smoothing", "0.1", "--kd-alpha", "0.5"],
+        f"label_smoothed_kd (kd_topk {topk})": ["--criterion", "label_smoothed_kd", "--label-smoothing", "0.1",
+                                                 "--kd-alpha", "0.5", "--kd-topk", str(topk)],
+    }
+    runs = {}
+    for name, extra in variants.items():
+        torch.manual_seed(1)
+        task, model, crit = build(extra)
+        model.train()
+        runs[name] = (model, crit, torch.optim.Adam(model.parameters(), lr=5e-4))
+    task.load_dataset("train")
+    itr = task.get_batch_iterator(task.dataset("train"), max_tokens=2048, seed=1).next_epoch_itr(shuffle=True)
+    batches = [b for _, b in zip(range(steps + 3), itr)]
+    times = {name: [] for name in runs}
+    for i, sample in enumerate(batches):
+        for name, (model, crit, opt) in runs.items():
+            t0 = time.perf_counter()
+            loss, _, _ = crit(model, sample)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if i >= 3:  # warm-up
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_speed(updates: int, repeats: int, topk: int) -> dict:
+def bench_speed(steps: int, topk: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = _prepare(work, n_train=3000)
@@ -130,24 +167,11 @@ def bench_speed(updates: int, repeats: int, topk: int) -> dict:
         _run([BIN / "fairseq-train", data, "--cpu", *ARCH, "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", "2048",
               "--max-update", "2", "--save-dir", work / "teacher", "--no-epoch-checkpoints", "--disable-validation",
               "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"])
-        teacher = work / "teacher" / "checkpoint_last.pt"
-        variants = {
-            "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
-            "label_smoothed_kd (full vocab)": ["--user-dir", REPO / "lskd_fairseq", "--task", "translation_kd",
-                                                "--teacher-path", teacher, "--criterion", "label_smoothed_kd",
-                                                "--label-smoothing", "0.1", "--kd-alpha", "0.5"],
-            f"label_smoothed_kd (kd_topk {topk})": ["--user-dir", REPO / "lskd_fairseq", "--task", "translation_kd",
-                                                     "--teacher-path", teacher, "--criterion", "label_smoothed_kd",
-                                                     "--label-smoothing", "0.1", "--kd-alpha", "0.5", "--kd-topk", str(topk)],
-        }
-        times = {k: [] for k in variants}
-        for _ in range(repeats):  # alternate, so drift in machine load hits every variant alike
-            for name, extra in variants.items():
-                times[name].append(_time_per_update(data, work / "run", updates, warmup=5, extra=extra))
-    best = {k: min(v) for k, v in times.items()}
+        best = _interleaved_step_times(data, work / "teacher" / "checkpoint_last.pt", steps, topk)
     base = best["label_smoothed_cross_entropy"]
-    print(f"\n(a) seconds per update, transformer 3+3 layers d=256 on Multi30k, max-tokens 2048, "
-          f"{updates} updates (first 5 skipped), best of {repeats}")
+    print(f"\n(a) seconds per training step (forward, backward, Adam), transformer 3+3 layers d=256 with a "
+          f"same-size online teacher, Multi30k, max-tokens 2048; median of {steps} steps, the criteria "
+          f"taking turns step by step in one process")
     for name, t in best.items():
         ratio = "" if name == "label_smoothed_cross_entropy" else f"  ratio {t / base:.2f}x (target <= 1.35x)"
         print(f"  {name:34s} {t * 1000:8.1f} ms{ratio}")
@@ -160,8 +184,7 @@ def main():
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--tokens", type=int, default=8192)
     p.add_argument("--topk", type=int, default=8)
-    p.add_argument("--updates", type=int, default=25)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--updates", type=int, default=20, help="timed steps per criterion")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.memory_child:
@@ -169,7 +192,7 @@ def main():
     if a.only in (None, "memory"):
         bench_memory(a.vocab, a.tokens, a.topk)
     if a.only in (None, "speed"):
-        bench_speed(a.updates, a.repeats, a.topk)
+        bench_speed(a.updates, a.topk)
 
 
 if __name__ == "__main__":
