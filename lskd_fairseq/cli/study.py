@@ -428,11 +428,24 @@ class Study:
             self.log(f"run {i}/{self.n_total} {r.id}: FAILED after {fmt_dur(dt)}; log {logpath}\n{tail}")
         return ok
 
+    def chain_s(self, rid: str) -> float:
+        """Estimated seconds from the start of ``rid`` to the end of the longest chain of runs
+        that wait for it (critical-path length); cached."""
+        if not hasattr(self, "_chain"):
+            self._chain: Dict[str, float] = {}
+        if rid not in self._chain:
+            after = [r.id for r in self.runs if rid in r.deps]
+            own = next(r.est_s for r in self.runs if r.id == rid)
+            self._chain[rid] = own + max((self.chain_s(a) for a in after), default=0.0)
+        return self._chain[rid]
+
     def worker(self, wid: str) -> None:
-        """Take the first run (in plan order) whose dependencies are done, until none is left."""
+        """Take the ready run (dependencies done) with the longest chain of runs behind it, so
+        the slow track starts first and the study ends sooner; ties keep plan order."""
         while True:
             with self._lock:
-                pending = [r for r in self.runs if r.id not in self.status]
+                pending = sorted((r for r in self.runs if r.id not in self.status),
+                                 key=lambda r: -self.chain_s(r.id))
                 if not pending:
                     return
                 pick = None
