@@ -362,7 +362,9 @@ def seq_kd_loss(
 
     summed over positions. ``seq_*`` are the student's log-probabilities / logits
     on the teacher's sequence (teacher forcing on it) and ``teacher`` the teacher's
-    distribution there (full logits or a top-k pair). ``beta = 1, alpha = 0`` is
+    distribution there (full logits or a top-k pair). With ``alpha > 0`` both
+    sequence terms come from ``seq_logits`` in one fused pass (as in
+    ``ls_kd_loss``) and ``seq_lprobs`` is not needed. ``beta = 1, alpha = 0`` is
     plain Seq-KD; ``alpha > 0`` adds Word-KD. ``gold_scale`` rescales the gold sum
     (the criterion uses ``seq_tokens / gold_tokens`` so that both terms are sums
     over the same number of tokens). Terms with zero weight are not computed and
@@ -385,18 +387,29 @@ def seq_kd_loss(
         loss = (1.0 - beta) * gold_scale * ls
         parts["ls_loss"], parts["nll_loss"] = ls.detach(), nll.detach()
     if beta > 0.0:
-        if seq_lprobs is None or seq_target is None:
-            raise ValueError("beta > 0 needs the student's log-probabilities on the teacher's sequence")
-        _, seq_nll = label_smoothed_nll_loss(seq_lprobs, seq_target, 0.0, ignore_index=ignore_index, reduce=True)
-        seq_term = seq_nll
-        parts["seq_nll_loss"] = seq_nll.detach()
+        if seq_target is None:
+            raise ValueError("beta > 0 needs the teacher's sequence (seq_target)")
         if alpha > 0.0:
             if seq_logits is None or teacher is None:
                 raise ValueError("alpha > 0 needs the student's logits and the teacher's output on the sequence")
+            if temperature <= 0:
+                raise ValueError(f"temperature must be > 0, got {temperature}")
+            # NLL (an LS term with a = 1, b = 0) and KD in one fused pass over the logits:
+            # no log-probability buffer, one softmax shared at T = 1
             mask = seq_target.eq(ignore_index) if ignore_index is not None else None
-            kd = kd_loss(seq_logits, teacher, temperature, topk, ignore_mask=mask, reduce=True)
-            seq_term = seq_term + alpha * kd
+            student, idx, vals, keep = _flatten_kd_inputs(seq_logits, teacher, topk, mask)
+            nll_rows, _, kd_rows = _LSKD.apply(
+                student, seq_target.reshape(-1), keep, idx, vals, (1.0, 0.0), float(temperature)
+            )
+            seq_nll, kd = nll_rows.sum(), kd_rows.sum()
+            seq_term = seq_nll + alpha * kd
             parts["kd_loss"] = kd.detach()
+        else:
+            if seq_lprobs is None:
+                raise ValueError("beta > 0 needs the student's log-probabilities on the teacher's sequence")
+            _, seq_nll = label_smoothed_nll_loss(seq_lprobs, seq_target, 0.0, ignore_index=ignore_index, reduce=True)
+            seq_term = seq_nll
+        parts["seq_nll_loss"] = seq_nll.detach()
         loss = beta * seq_term if loss is None else loss + beta * seq_term
     ref = loss
     for key in ("ls_loss", "nll_loss", "seq_nll_loss", "kd_loss"):

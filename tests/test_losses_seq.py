@@ -77,3 +77,20 @@ def test_seq_kd_loss_topk_pair_and_validation():
         seq_kd_loss(0.5, seq_lprobs=sl, seq_target=st)
     with pytest.raises(ValueError, match="teacher"):
         seq_kd_loss(1.0, seq_lprobs=sl, seq_target=st, alpha=0.5)
+
+
+def test_seq_kd_loss_with_kd_needs_no_log_probabilities():
+    """alpha > 0 takes NLL and KD from the logits in one pass: same value and gradient
+    as the hand-written formula, with seq_lprobs left out."""
+    gl, gt, sl, st, te = _data(seed=3)
+    for temp in (1.0, 3.0):
+        loss, parts = seq_kd_loss(1.0, seq_target=st, seq_logits=sl, teacher=te, alpha=0.7,
+                                  temperature=temp, ignore_index=PAD)
+        expect, _, nll_s, kd = _by_hand(1.0, 0.7, 0.1, temp, 0, 1.0, gl, gt, sl, st, te)
+        assert torch.allclose(loss, expect, rtol=1e-9)
+        assert torch.allclose(parts["seq_nll_loss"], nll_s) and torch.allclose(parts["kd_loss"], kd)
+        g1 = torch.autograd.grad(loss, sl)[0]
+        g2 = torch.autograd.grad(expect, sl)[0]
+        assert torch.allclose(g1, g2, rtol=1e-7, atol=1e-10)
+        # padded positions get no gradient
+        assert g1[st.eq(PAD)].abs().max() == 0

@@ -69,6 +69,14 @@ def validate_kd_options(label_smoothing: float, kd_alpha: float, kd_temperature:
         raise ValueError("; ".join(problems))
 
 
+def strip_prefix(scores, target, prefix: int):
+    """``scores`` (B, L, V) and ``target`` (B, L) without the first ``prefix`` positions
+    (``--ignore-prefix-size``), flattened to (N, V) and (N,)."""
+    if prefix > 0:
+        scores, target = scores[:, prefix:, :], target[:, prefix:]
+    return scores.reshape(-1, scores.size(-1)), target.reshape(-1)
+
+
 def log_kd_and_accuracy_metrics(logging_outputs) -> None:
     """Log the KD terms (kd_loss, teacher agreement, teacher NLL) and token accuracy;
     shared by lskd's criteria. Keys absent from the logging outputs are skipped."""
@@ -159,11 +167,7 @@ class LabelSmoothedKDCriterion(FairseqCriterion):
 
     def get_lprobs_and_target(self, model, net_output, sample):
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        target = model.get_targets(sample, net_output)
-        if self.ignore_prefix_size > 0:
-            lprobs = lprobs[:, self.ignore_prefix_size :, :].contiguous()
-            target = target[:, self.ignore_prefix_size :].contiguous()
-        return lprobs.view(-1, lprobs.size(-1)), target.view(-1)
+        return strip_prefix(lprobs, model.get_targets(sample, net_output), self.ignore_prefix_size)
 
     def get_teacher_outputs(self, model, sample):
         """The teacher's distribution for ``sample`` (overridden by cache-backed variants)."""
@@ -175,12 +179,7 @@ class LabelSmoothedKDCriterion(FairseqCriterion):
         """The student's raw logits (N, V) and targets (N,), prefix removed."""
         if getattr(getattr(model, "decoder", None), "adaptive_softmax", None) is not None:
             raise ValueError("label_smoothed_kd needs full-vocabulary logits; adaptive softmax is not supported")
-        logits = net_output[0]
-        target = model.get_targets(sample, net_output)
-        if self.ignore_prefix_size > 0:
-            logits = logits[:, self.ignore_prefix_size :, :]
-            target = target[:, self.ignore_prefix_size :]
-        return logits.reshape(-1, logits.size(-1)), target.reshape(-1)
+        return strip_prefix(net_output[0], model.get_targets(sample, net_output), self.ignore_prefix_size)
 
     def compute_loss(self, model, net_output, sample):
         if self.kd_alpha == 0:

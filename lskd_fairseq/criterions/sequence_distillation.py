@@ -30,6 +30,7 @@ from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
 from lskd_fairseq.criterions.label_smoothed_kd import LS_CONVENTION_CHOICES, log_kd_and_accuracy_metrics
+from lskd_fairseq.criterions.label_smoothed_kd import strip_prefix
 from lskd_fairseq.losses import label_smoothed_nll_loss, seq_kd_loss
 
 
@@ -106,21 +107,21 @@ class SequenceDistillationCriterion(FairseqCriterion):
         self.report_accuracy = report_accuracy
         self.ignore_prefix_size = ignore_prefix_size
 
+    def _logits_target(self, model, net_output, target):
+        """The student's logits (N, V) and ``target`` (N,), prefix removed."""
+        return strip_prefix(net_output[0], target, self.ignore_prefix_size)
+
     def _lprobs_target(self, model, net_output, target):
+        """The student's log-probabilities (N, V) and ``target`` (N,), prefix removed."""
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        logits = net_output[0]
-        if self.ignore_prefix_size > 0:
-            p = self.ignore_prefix_size
-            lprobs, logits, target = lprobs[:, p:, :], logits[:, p:, :], target[:, p:]
-        v = lprobs.size(-1)
-        return lprobs.reshape(-1, v), logits.reshape(-1, v), target.reshape(-1)
+        return strip_prefix(lprobs, target, self.ignore_prefix_size)
 
     def forward(self, model, sample, reduce=True):
         d = sample.get("distilled")
         nsent = sample["target"].size(0)
         if self.beta == 0 or d is None or not model.training:
             net_output = model(**sample["net_input"])
-            lprobs, _, target = self._lprobs_target(model, net_output, sample["target"])
+            lprobs, target = self._lprobs_target(model, net_output, sample["target"])
             loss, nll = label_smoothed_nll_loss(
                 lprobs, target, self.eps, ignore_index=self.padding_idx, convention=self.ls_convention
             )
@@ -135,11 +136,13 @@ class SequenceDistillationCriterion(FairseqCriterion):
         seq_input = {"src_tokens": net_input["src_tokens"], "src_lengths": net_input["src_lengths"],
                      "prev_output_tokens": d["prev_output_tokens"]}
         seq_output = model(**seq_input)
-        seq_lprobs, seq_logits, seq_target = self._lprobs_target(model, seq_output, d["target"])
+        seq_logits, seq_target = self._logits_target(model, seq_output, d["target"])
+        # with word-KD the fused loss works on the logits; log-probabilities only without it
+        seq_lprobs = None if self.kd_alpha > 0 else self._lprobs_target(model, seq_output, d["target"])[0]
         gold_lprobs = gold_target = None
         if self.beta < 1:
             gold_output = model(**net_input)
-            gold_lprobs, _, gold_target = self._lprobs_target(model, gold_output, sample["target"])
+            gold_lprobs, gold_target = self._lprobs_target(model, gold_output, sample["target"])
         teacher_out, dist = None, None
         if self.kd_alpha > 0:
             dsample = {"id": sample["id"], "net_input": seq_input, "target": d["target"], "ntokens": d["ntokens"]}
@@ -186,12 +189,12 @@ class SequenceDistillationCriterion(FairseqCriterion):
             if gold_lprobs is not None:
                 self._accuracy(log, gold_lprobs, gold_target)
             else:
-                self._accuracy(log, seq_lprobs, seq_target)
+                self._accuracy(log, seq_logits, seq_target)  # argmax(logits) = argmax(log-probs)
         return loss, sample_size, log
 
-    def _accuracy(self, log, lprobs, target):
+    def _accuracy(self, log, scores, target):
         mask = target.ne(self.padding_idx)
-        log["n_correct"] = utils.item(lprobs.argmax(1).masked_select(mask).eq(target.masked_select(mask)).sum())
+        log["n_correct"] = utils.item(scores.argmax(1).masked_select(mask).eq(target.masked_select(mask)).sum())
         log["total"] = utils.item(mask.sum())
 
     @classmethod
