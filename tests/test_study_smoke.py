@@ -19,6 +19,7 @@ TABLE_HEADINGS = [
     "## Teachers with and without LS: accuracy and 1-S (compare: paper Table 1)",
     "## Distillation at T = 1, soft labels only (compare: paper Table 2)",
     "## Student accuracy against temperature (compare: Chandrasegaran et al.)",
+    "## Long-tailed CIFAR-10, imbalance 10",
     "## Multi30k en-de NMT",
     "## Figures",
     "## Runs",
@@ -57,6 +58,18 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
     for ln in rows:
         bleu = ln.split("|")[5].strip()
         assert re.fullmatch(r"\d+\.\d\d", bleu), ln
+    # long-tailed arm: 8 rows with accuracies; the long-tailed runs trained on n_max * 10^(-c/9) images
+    lt = report.split("## Long-tailed CIFAR-10")[1].split("## Multi30k")[0]
+    lt_rows = [ln for ln in lt.splitlines() if ln.startswith("| balanced") or ln.startswith("| long-tailed")]
+    assert len(lt_rows) == 8
+    for ln in lt_rows:
+        assert re.fullmatch(r"\d+\.\d\d", ln.split("|")[5].strip()), ln
+    import json
+    m = json.loads((out / "vision" / "lt_teacher_ls" / "metrics.json").read_text())
+    counts = m["dataset"]["train_counts"]
+    n_max = max(counts)
+    assert counts == [int(n_max * 10 ** (-c / 9) + 1e-9) for c in range(10)]
+    assert m["config"]["imbalance_factor"] == 10
     # smoke: no claim is called reproduced or not
     claims = report.split("## Claims")[1].split("## Teachers")[0]
     assert "**reproduced**" not in claims and "**not reproduced**" not in claims
@@ -84,3 +97,19 @@ def test_rerun_skips_finished_runs(smoke_study):
     assert {p.name: p.stat().st_mtime for p in (out / ".done").glob("*.json")} == markers
     assert (out / "report.md").is_file()
     assert dt < 120
+
+
+def test_analysis_reruns_when_a_model_it_reads_is_newer(smoke_study):
+    """A model retrained after the analysis (its marker is newer) makes the analysis run again;
+    nothing else reruns."""
+    import os
+
+    out, first, _ = smoke_study
+    n = int(re.search(r"smoke: (\d+) runs into", first.stdout).group(1))
+    marker = out / ".done" / "vision__lt_teacher_ls.json"
+    later = (out / ".done" / "analysis__vision_stability.json").stat().st_mtime + 5
+    os.utime(marker, (later, later))
+    proc = run_cli(["lskd-study", "--scale", "smoke", "--out", out], timeout=600)
+    started = re.findall(r"run \d+/\d+ (\S+): start", proc.stdout)
+    assert started == ["analysis/vision_stability"]
+    assert len(re.findall(r": skip \(done: ", proc.stdout)) == n - 1

@@ -82,6 +82,10 @@ CLAIMS = {
     "calibration": (
         "LS lowers the expected calibration error (Müller et al. 2019)."
     ),
+    "long_tail": (
+        "LS loses effectiveness for long-tailed class distributions and when the number of "
+        "classes grows (Shen et al., appendix: iNaturalist 2019, Places-LT, ImageNet-LT)."
+    ),
 }
 
 

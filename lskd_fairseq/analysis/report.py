@@ -511,12 +511,74 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     else:
         out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], INCONCLUSIVE, "NMT results missing"))
 
-    out.append(("long_tail", "LS loses effectiveness for long-tailed class distributions and many classes "
-                "(Shen et al., appendix)", NOT_TESTED,
-                "lskd-vision-train supports --imbalance-factor, but the study does not run it"))
+    out.append(_long_tail_claim(study, d))
     if smoke:
         out = [(k, c, v, e + " [smoke scale: plumbing check only]") for k, c, v, e in out]
     return out
+
+
+LT_PAIRS = (("teacher", "teacher_ls", "teacher_nols"), ("student (T=1)", "student_ls_T1", "student_nols_T1"))
+
+
+def _head_tail(m: Optional[Dict]) -> Tuple[Optional[float], Optional[float]]:
+    """Mean test top-1 of the half of the classes with the most / the fewest training images
+    (ties broken by class index, so a balanced set splits into the first and second half)."""
+    if not m or "test" not in m:
+        return None, None
+    acc = m["test"].get("per_class_top1") or []
+    counts = (m.get("dataset") or {}).get("train_counts") or []
+    if not acc or len(counts) != len(acc) or any(a is None for a in acc):
+        return None, None
+    order = sorted(range(len(acc)), key=lambda c: (-counts[c], c))
+    h = len(order) // 2
+    return (float(np.mean([acc[c] for c in order[:h]])), float(np.mean([acc[c] for c in order[h:]])))
+
+
+def long_tail_gains(vm: Dict) -> Dict[str, Dict[str, Tuple[float, float]]]:
+    """LS gain (w/ LS minus w/o LS, top-1 points) and its binomial SE, per role and training set."""
+    out: Dict[str, Dict[str, Tuple[float, float]]] = {}
+    for role, ls_name, nols_name in LT_PAIRS:
+        for pre, setname in (("", "balanced"), ("lt_", "long-tailed")):
+            x, y = vm.get(pre + ls_name), vm.get(pre + nols_name)
+            if _acc(x) is None or _acc(y) is None:
+                continue
+            out.setdefault(role, {})[setname] = (_acc(x) - _acc(y), _se_diff(_acc(x), _acc(y), _n_test(x), _n_test(y)))
+    return out
+
+
+def _long_tail_claim(study, d: Dict) -> Tuple[str, str, str, str]:
+    """LS's gain (for the teacher itself and for its T=1 student) on long-tailed vs balanced training data."""
+    f = study.scale.vision.long_tail_imbalance
+    if not f or f <= 1:
+        return ("long_tail", PN.CLAIMS["long_tail"], NOT_TESTED, "this scale has no long-tailed arm")
+    vm = d["vision"]
+    gains = long_tail_gains(vm)
+    if any(len(gains.get(role, {})) < 2 for role, _, _ in LT_PAIRS):
+        return ("long_tail", PN.CLAIMS["long_tail"], INCONCLUSIVE, "long-tailed or balanced runs missing")
+    ev, signs = [], []
+    for role, _, _ in LT_PAIRS:
+        (gb, sb), (gl, sl) = gains[role]["balanced"], gains[role]["long-tailed"]
+        dd, se = gl - gb, math.sqrt(sb ** 2 + sl ** 2)
+        signs.append(-1 if dd < -2 * se else 1 if dd > 2 * se else 0)
+        ev.append(f"{role}: LS gain {gb:+.2f} points on balanced data, {gl:+.2f} on long-tailed "
+                  f"(imbalance {f:g}); change {dd:+.2f} (2 SE {2 * se:.2f})")
+    dds = [gains[r]["long-tailed"][0] - gains[r]["balanced"][0] for r, _, _ in LT_PAIRS]
+    if -1 in signs and all(x <= 0 for x in dds):
+        v = REPRODUCED
+    elif 1 in signs and all(x >= 0 for x in dds):
+        v = NOT_REPRODUCED
+    else:
+        v = INCONCLUSIVE
+    ok, why = _vision_trained(vm)
+    k = ((vm.get("lt_teacher_ls") or {}).get("config") or {}).get("num_classes") or 10
+    lt_weak = [f"{n} {_acc(vm[n]):.1f}%" for n in ("lt_teacher_ls", "lt_teacher_nols")
+               if _acc(vm.get(n)) is not None and _acc(vm.get(n)) < MIN_VISION_TOP1_OVER_CHANCE * 100.0 / k]
+    if not ok or lt_weak:
+        v = INCONCLUSIVE
+        ev.append(why or f"long-tailed teachers barely trained ({', '.join(lt_weak)})")
+    ev.append("SEs treat the runs as independent (they share the test set); one seed; the "
+              "number-of-classes half of the claim is not tested (CIFAR-10 only)")
+    return ("long_tail", PN.CLAIMS["long_tail"], _verdict(study, v), "; ".join(ev))
 
 
 # ------------------------------------------------------------------ report
@@ -652,6 +714,41 @@ def write_report(study) -> str:
     L.append(_table(["T", f"this study: student of teacher w/o LS (CIFAR-10 {v.student_arch})", "student of teacher w/ LS",
                      "w/ − w/o", "paper: w/o LS (ImageNet R50→R18)", "paper: w/ LS", "paper: w/ − w/o"], rows))
     L.append("")
+
+    # -------- long tail
+    f = v.long_tail_imbalance
+    if f and f > 1:
+        L.append(f"## Long-tailed CIFAR-10, imbalance {f:g} (compare: paper appendix, whose numbers are not available here)")
+        L.append("")
+        L.append(f"The long-tailed training set keeps n_max·{f:g}^(−c/9) images of class c (the test set stays "
+                 "balanced). Head / tail = mean test top-1 of the five classes with the most / fewest training "
+                 "images (on the balanced set: classes 0–4 / 5–9).")
+        L.append("")
+        rows = []
+        for pre, setname in (("", "balanced"), ("lt_", f"long-tailed ({f:g})")):
+            for role, ls_name, nols_name in LT_PAIRS:
+                for name, lab in ((nols_name, "w/o LS"), (ls_name, "w/ LS")):
+                    m = vm.get(pre + name)
+                    h, t = _head_tail(m)
+                    st_ = vs.get(pre + name) or {}
+                    arch = v.teacher_arch if role == "teacher" else v.student_arch
+                    n_train = sum((m or {}).get("dataset", {}).get("train_counts") or []) or "–"
+                    rows.append([setname, f"{role} {arch}", lab, n_train, f2(_acc(m)), f2(h), f2(t),
+                                 f2((m or {}).get("test", {}).get("ece"), 4), f2(st_.get("one_minus_S"), 4)])
+        L.append(_table(["training set", "model", "teacher trained", "train images", "test top-1", "head top-1",
+                         "tail top-1", "ECE", "1-S"], rows))
+        L.append("")
+        gains = long_tail_gains(vm)
+        parts = []
+        for role, _, _ in LT_PAIRS:
+            g = gains.get(role, {})
+            if len(g) == 2:
+                parts.append(f"{role}: {g['balanced'][0]:+.2f} (2 SE {2 * g['balanced'][1]:.2f}) balanced, "
+                             f"{g['long-tailed'][0]:+.2f} (2 SE {2 * g['long-tailed'][1]:.2f}) long-tailed")
+        if parts:
+            L.append("LS gain in test top-1 (w/ LS − w/o LS; for students: student of the LS teacher − student of "
+                     "the no-LS teacher): " + "; ".join(parts) + ".")
+            L.append("")
 
     # -------- NMT
     L.append("## Multi30k en-de NMT (compare: Shen et al. IWSLT14 curves; Chandrasegaran et al. WMT En-De)")

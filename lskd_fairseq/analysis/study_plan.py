@@ -8,7 +8,11 @@ Two tracks that do not depend on each other:
   students of each teacher, BLEU on the test set.
 * ``vision``: ``lskd-vision-train`` on CIFAR-10 (the JPEG tarball): teachers
   with and without LS, a student without KD, and students of each teacher at
-  each T in ``temperatures`` (alpha = 1: soft labels only, the paper's setting).
+  each T in ``temperatures`` (alpha = 1: soft labels only, the paper's setting);
+  and, when ``long_tail_imbalance`` is set, the same two teachers and their T=1
+  students again on a long-tailed version of the training set (class c keeps
+  ``n_max * F^(-c/(C-1))`` images; the test set stays balanced), for the paper's
+  claim that LS loses effectiveness on long-tailed data.
 
 then the ``analysis`` (stability of every model, figures, report) that reads both.
 
@@ -48,6 +52,7 @@ class VisionScale:
     train_per_class: int = 0  # lskd-vision-train --train-per-class (0 = all)
     val_fraction: float = 0.1
     small_input_stem: bool = False
+    long_tail_imbalance: float = 0.0  # F > 1 adds the long-tailed arm (0: none)
     extra: List[str] = field(default_factory=list)
     # rough seconds per run on one uncontended CPU core (for the first ETA only)
     est_teacher_s: float = 60
@@ -83,7 +88,7 @@ SCALE_DEFS: Dict[str, Scale] = {
             teacher_arch="resnet8", student_arch="resnet8", teacher_epochs=1, student_epochs=1,
             batch_size=32, lr=0.05, temperatures=[1, 2, 4],
             subset_train_per_class=40, subset_test_per_class=20, val_fraction=0.1,
-            est_teacher_s=12, est_student_s=12,
+            long_tail_imbalance=10, est_teacher_s=12, est_student_s=12,
         ),
         nmt=NmtScale("smoke", 12, 8, est_teacher_s=20, est_student_s=15, est_other_s=20,
                      est_distill_s=40, est_eval_s=25, top_tokens=200),
@@ -99,7 +104,7 @@ SCALE_DEFS: Dict[str, Scale] = {
             # the same settings as recipes/vision/cifar10_ls_kd.sh at its CPU scale
             teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=15, student_epochs=15,
             batch_size=128, lr=0.1, temperatures=[1, 2, 4],
-            train_per_class=1000, val_fraction=0.1,
+            train_per_class=1000, val_fraction=0.1, long_tail_imbalance=10,
             est_teacher_s=1500, est_student_s=1000,
         ),
         nmt=NmtScale("cpu", 1500, 1000, est_teacher_s=1500, est_student_s=700, est_other_s=300,
@@ -108,7 +113,8 @@ SCALE_DEFS: Dict[str, Scale] = {
         note=(
             "cpu scale: Multi30k en-de with the recipe's cpu models (3-layer/256 teacher, "
             "2-layer/128 student, 1500/1000 updates) and CIFAR-10 with 1,000 training images a "
-            "class, ResNet-20 teachers and ResNet-8 students for 15 epochs; one seed. Far "
+            "class (and a long-tailed copy, imbalance 10, for the long-tail claim), ResNet-20 "
+            "teachers and ResNet-8 students for 15 epochs; one seed. Far "
             "below the paper's ImageNet/IWSLT settings: differences smaller than the noise "
             "estimates given with each table are not evidence either way."
         ),
@@ -118,6 +124,7 @@ SCALE_DEFS: Dict[str, Scale] = {
         vision=VisionScale(
             teacher_arch="resnet50", student_arch="resnet18", teacher_epochs=200, student_epochs=200,
             batch_size=128, lr=0.1, temperatures=[1, 2, 4], val_fraction=0.1, small_input_stem=True,
+            long_tail_imbalance=100,
             extra=["--workers", "4", "--amp"],  # GPU: parallel image decoding, mixed precision
             est_teacher_s=4 * 3600, est_student_s=3 * 3600,
         ),
@@ -126,7 +133,8 @@ SCALE_DEFS: Dict[str, Scale] = {
         jobs=1,
         note=(
             "full scale: the paper's pairs on a GPU (ResNet-50 teacher -> ResNet-18 student, 200 "
-            "epochs, on CIFAR-10 since ImageNet/CUB are not available here; the recipe's full "
+            "epochs, on CIFAR-10 since ImageNet/CUB are not available here, and on long-tailed "
+            "CIFAR-10 with imbalance 100, the usual CIFAR-10-LT setting; the recipe's full "
             "Multi30k transformer setting)."
         ),
     ),
@@ -177,6 +185,24 @@ def vision_runs(scale: Scale, work: str) -> List[Run]:
                             f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}", v.est_student_s,
                             {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
                              "teacher": name, "T": t}, total=v.student_epochs, deps=[f"vision/{name}"]))
+    f = v.long_tail_imbalance
+    if f and f > 1:
+        k = 10  # CIFAR-10: the share of the images a long-tailed copy keeps, for the estimates
+        share = sum(f ** (-c / (k - 1)) for c in range(k)) / k
+        for name, ls in teachers:
+            runs.append(Run(f"vision/lt_{name}", "vision", "vision_train",
+                            f"long-tailed CIFAR-10 (imbalance {f:g}) teacher {v.teacher_arch}, LS {ls:g}",
+                            v.est_teacher_s * share,
+                            {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None,
+                             "imbalance": f},
+                            total=v.teacher_epochs, deps=list(data_dep)))
+        for name, _ in teachers:
+            runs.append(Run(f"vision/lt_student_{name[len('teacher_'):]}_T1", "vision", "vision_train",
+                            f"long-tailed CIFAR-10 student {v.student_arch} <- lt_{name}, KD alpha 1, T=1",
+                            v.est_student_s * share,
+                            {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
+                             "teacher": f"lt_{name}", "T": 1.0, "imbalance": f},
+                            total=v.student_epochs, deps=[f"vision/lt_{name}"]))
     return runs
 
 

@@ -71,6 +71,7 @@ class Study:
         self.runs = SP.plan(scale, self.out, self.tracks)
         self.n_total = len(self.runs)
         self.index = {r.id: i + 1 for i, r in enumerate(self.runs)}
+        self.by_id = {r.id: r for r in self.runs}
         self.status: Dict[str, str] = {}
         self.durations: Dict[str, float] = {}
         self.est_done = 0.0
@@ -100,7 +101,18 @@ class Study:
         return os.path.join(self.out, ".done", rid.replace("/", "__") + ".json")
 
     def is_done(self, rid: str) -> bool:
-        return os.path.isfile(self.marker(rid))
+        """A run is done when its marker exists; an analysis run also needs its marker to be
+        newer than those of the runs it reads (a model trained since is analysed again)."""
+        path = self.marker(rid)
+        if not os.path.isfile(path):
+            return False
+        r = self.by_id.get(rid)
+        if r is not None and r.kind == "analysis":
+            mine = os.path.getmtime(path)
+            deps = [self.marker(dd) for dd in r.deps]
+            if any(os.path.isfile(m) and os.path.getmtime(m) > mine for m in deps):
+                return False
+        return True
 
     def mark_done(self, rid: str, seconds: float, extra: Optional[Dict] = None) -> None:
         path = self.marker(rid)
@@ -190,6 +202,8 @@ class Study:
             cmd += ["--train-per-class", str(v.train_per_class)]
         if v.small_input_stem:
             cmd += ["--small-input-stem"]
+        if a.get("imbalance"):
+            cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
         if a.get("teacher"):
             cmd += ["--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
                     "--kd-alpha", "1", "--kd-temperature", f"{a['T']:g}"]
@@ -316,7 +330,7 @@ class Study:
                    "student_nols_T1": "student_from_ce", "student_ls_T1": "student_from_ls"}
     REUSE_KEYS = ("arch", "epochs", "label_smoothing", "ls_convention", "train_per_class", "val_fraction",
                   "split_seed", "seed", "batch_size", "lr", "weight_decay", "sched", "kd_alpha",
-                  "kd_temperature", "kd_topk", "small_input_stem")
+                  "kd_temperature", "kd_topk", "small_input_stem", "imbalance_factor")
 
     def _try_reuse_vision(self, r: SP.Run) -> Optional[str]:
         """Link a finished run of recipes/vision/cifar10_ls_kd.sh with the same settings instead of training."""
@@ -355,7 +369,8 @@ class Study:
                 "ls_convention": v.ls_convention, "train_per_class": v.train_per_class, "val_fraction": v.val_fraction,
                 "split_seed": 0, "seed": 0, "batch_size": v.batch_size, "lr": v.lr, "weight_decay": 5e-4,
                 "sched": "cosine", "kd_alpha": 1.0 if a.get("teacher") else 0.0,
-                "kd_temperature": float(a.get("T", 1.0)), "kd_topk": 0, "small_input_stem": v.small_input_stem}
+                "kd_temperature": float(a.get("T", 1.0)), "kd_topk": 0, "small_input_stem": v.small_input_stem,
+                "imbalance_factor": float(a.get("imbalance") or 1.0)}
 
     def execute(self, r: SP.Run, wid: str = "w1") -> bool:
         i = self.index[r.id]
