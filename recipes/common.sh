@@ -211,9 +211,10 @@ lskd_have() { command -v "$1" > /dev/null 2>&1; }
 # its defaults, and calls lskd_nmt_main. Everything after prepare is the same:
 # sentencepiece -> binarize -> teachers with/without LS -> students -> evaluate.
 
-LSKD_NMT_STAGES="prepare spm binarize teacher_ls teacher_nols student_nokd student_wordkd distill student_seqkd evaluate"
+LSKD_NMT_STAGES="prepare spm binarize teacher_ls teacher_nols student_nokd student_wordkd distill student_seqkd evaluate temperature_sweep"
 LSKD_NMT_OPTIONS="SCALE DATA_DIR WORK DIRECTIONS TEST_SET SPM_VOCAB SPM_TYPE SPM_SENTENCES
  TEACHER_ARCH TEACHER_ARCH_ARGS STUDENT_ARCH STUDENT_ARCH_ARGS TEACHER_LS STUDENT_LS KD_ALPHA KD_TEMPERATURE KD_TOPK
+ KD_SWEEP_TEMPERATURES
  SEQKD_BEAM SEQKD_BETA LR WARMUP DROPOUT WEIGHT_DECAY MAX_TOKENS UPDATE_FREQ MAX_UPDATE_TEACHER MAX_UPDATE_STUDENT
  MAX_TRAIN_HOURS_TEACHER MAX_TRAIN_HOURS_STUDENT BEAM LENPEN GEN_MAX_TOKENS MAX_LEN_A MAX_LEN_B EVAL_CHECKPOINT
  DEVICE FP16 SEED FORCE STAGE STOP_STAGE EXTRA_TRAIN_ARGS WORKERS"
@@ -223,12 +224,13 @@ lskd_nmt_defaults() {
     : "${SPM_TYPE:=unigram}" "${SPM_SENTENCES:=0}"
     : "${TEACHER_ARCH:=transformer}" "${STUDENT_ARCH:=transformer}" "${TEACHER_ARCH_ARGS:=}" "${STUDENT_ARCH_ARGS:=}"
     : "${TEACHER_LS:=0.1}" "${STUDENT_LS:=0.1}" "${KD_ALPHA:=0.5}" "${KD_TEMPERATURE:=1}" "${KD_TOPK:=4}"
+    : "${KD_SWEEP_TEMPERATURES:=}"
     : "${SEQKD_BEAM:=4}" "${SEQKD_BETA:=1}" "${LR:=1e-3}" "${DROPOUT:=0.1}" "${WEIGHT_DECAY:=0.0001}"
     : "${MAX_TOKENS:=4096}" "${UPDATE_FREQ:=1}"
     : "${MAX_TRAIN_HOURS_TEACHER:=0}" "${MAX_TRAIN_HOURS_STUDENT:=0}" "${BEAM:=5}" "${LENPEN:=1.0}"
     : "${GEN_MAX_TOKENS:=8000}" "${MAX_LEN_A:=1.2}" "${MAX_LEN_B:=10}"
     : "${EVAL_CHECKPOINT:=checkpoint_best.pt}" "${DEVICE:=auto}" "${FP16:=auto}" "${SEED:=1}" "${FORCE:=0}"
-    : "${STAGE:=1}" "${STOP_STAGE:=evaluate}" "${EXTRA_TRAIN_ARGS:=}" "${WORKERS:=2}"
+    : "${STAGE:=1}" "${STOP_STAGE:=temperature_sweep}" "${EXTRA_TRAIN_ARGS:=}" "${WORKERS:=2}"
     export PYTHONWARNINGS
 }
 
@@ -288,6 +290,26 @@ train_student() {  # train_student DIR NAME DATA_BIN [TEACHER_CKPT]
     lskd_train "$dir/models/$name" "$data" --arch "$STUDENT_ARCH" $STUDENT_ARCH_ARGS \
         --criterion label_smoothed_kd --label-smoothing "$STUDENT_LS" "${kd[@]}" \
         $(common_train_args "$MAX_UPDATE_STUDENT" "$MAX_TRAIN_HOURS_STUDENT")
+}
+
+# T2, T0p5: the tag of a temperature in model names (as lskd-study's t_tag)
+lskd_t_tag() { local t; t="$(printf '%g' "$1")"; echo "T${t//./p}"; }
+
+# KD_SWEEP_TEMPERATURES, checked: positive numbers other than KD_TEMPERATURE (whose students
+# are student_wordkd_*), one per line
+lskd_sweep_temperatures() {
+    local t
+    for t in $KD_SWEEP_TEMPERATURES; do
+        if ! [[ "$t" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || [ "$(printf '%g' "$t")" = 0 ]; then
+            lskd_die "KD_SWEEP_TEMPERATURES: '$t' is not a positive number (give e.g. --kd-sweep-temperatures '2 4')"
+        fi
+        if [ "$(printf '%g' "$t")" != "$(printf '%g' "$KD_TEMPERATURE")" ]; then printf '%g\n' "$t"; fi
+    done
+}
+
+train_student_at() {  # train_student_at T DIR NAME DATA_BIN TEACHER_CKPT: word-level KD at temperature T
+    local KD_TEMPERATURE="$1"; shift
+    train_student "$@"
 }
 
 do_distill() {  # do_distill SRC TGT DIR TEACHER: teacher beam outputs on train -> DIR/distill_TEACHER
@@ -375,15 +397,39 @@ lskd_nmt_main() {
             rm -f "$WORK/.done/$DIR_NAME.evaluate"   # per-model results are skipped by the evaluator itself
             lskd_step "$DIR_NAME.evaluate" evaluate_all "$TGT" "$D"
         fi
+        if lskd_stage temperature_sweep; then
+            sweep="$(lskd_sweep_temperatures)"
+            if [ -z "$sweep" ]; then
+                lskd_log "temperature_sweep: no temperatures besides KD_TEMPERATURE=$KD_TEMPERATURE (set KD_SWEEP_TEMPERATURES); nothing to do"
+            else
+                base_models=("${MODELS[@]}")
+                for t in $sweep; do
+                    tag="$(lskd_t_tag "$t")"
+                    for tn in ls nols; do
+                        if [ "$tn" = ls ]; then tck="$T_LS"; else tck="$T_NOLS"; fi
+                        lskd_step "$DIR_NAME.student_wordkd_${tn}_$tag" train_student_at "$t" "$D" \
+                            "student_wordkd_${tn}_$tag" "$D/bin" "$tck"
+                        MODELS+=("student_wordkd_${tn}_$tag|teacher_$tn|word top-$KD_TOPK T=$t|$STUDENT_LS")
+                    done
+                done
+                rm -f "$WORK/.done/$DIR_NAME.evaluate_sweep"
+                lskd_step "$DIR_NAME.evaluate_sweep" evaluate_all "$TGT" "$D"
+                MODELS=("${base_models[@]}")
+            fi
+        fi
     done
 
-    if [ "$(lskd_stage_index evaluate)" -ge "$(lskd_stage_index "$STAGE")" ] &&
-       [ "$(lskd_stage_index evaluate)" -le "$(lskd_stage_index "$STOP_STAGE")" ]; then
+    # evaluate and temperature_sweep both end by writing the tables (the last two stages)
+    if [ "$(lskd_stage_index evaluate)" -le "$(lskd_stage_index "$STOP_STAGE")" ]; then
         tables=()
-        for DIR_NAME in $DIRECTIONS; do tables+=("$WORK/$DIR_NAME/results/table.md"); done
-        { for t in "${tables[@]}"; do cat "$t"; echo; done; } > "$WORK/table.md.tmp"
-        mv "$WORK/table.md.tmp" "$WORK/table.md"
-        lskd_log "table: $WORK/table.md"
-        cat "$WORK/table.md"
+        for DIR_NAME in $DIRECTIONS; do
+            if [ -f "$WORK/$DIR_NAME/results/table.md" ]; then tables+=("$WORK/$DIR_NAME/results/table.md"); fi
+        done
+        if [ "${#tables[@]}" -gt 0 ]; then
+            { for t in "${tables[@]}"; do cat "$t"; echo; done; } > "$WORK/table.md.tmp"
+            mv "$WORK/table.md.tmp" "$WORK/table.md"
+            lskd_log "table: $WORK/table.md"
+            cat "$WORK/table.md"
+        fi
     fi
 }

@@ -119,3 +119,27 @@ def test_rerun_skips_finished_stages(smoke_run):
 def test_bad_option_is_refused(tmp_path):
     res = _run(tmp_path / "w", "--no-such-option", "1", timeout=60)
     assert res.returncode != 0 and "unknown option --no-such-option" in res.stderr
+
+
+def test_temperature_sweep_trains_and_scores_a_student_per_teacher_and_t(smoke_run):
+    """--kd-sweep-temperatures '1 2': T=1 is the student_wordkd_* models already there;
+    T=2 adds one word-KD student per teacher, trained at T=2 and in the table."""
+    work, _ = smoke_run
+    res = _run(work, "--stage", "temperature_sweep", "--kd-sweep-temperatures", "1 2", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "run  en-de.teacher_ls" not in res.stderr
+    rows = _rows((work / "table.md").read_text())
+    assert list(rows) == MODELS + ["student_wordkd_ls_T2", "student_wordkd_nols_T2"]
+    assert rows["student_wordkd_ls_T2"][1] == "teacher_ls" and rows["student_wordkd_nols_T2"][1] == "teacher_nols"
+    assert rows["student_wordkd_ls_T2"][2].endswith("T=2")
+    log = (work / "logs" / "en-de.student_wordkd_nols_T2.log").read_text(encoding="utf-8", errors="replace")
+    assert "'kd_temperature': 2.0" in log and "'kd_temperature': 1.0" not in log
+    r = json.loads((work / "en-de" / "results" / "student_wordkd_ls_T2.json").read_text())
+    assert r["kd"] == "word top-4 T=2" and 0.0 <= r["bleu"] <= 100.0
+    assert not (work / "en-de" / "models" / "student_wordkd_ls_T1").exists()
+
+
+def test_temperature_sweep_refuses_a_non_number(smoke_run):
+    work, _ = smoke_run
+    res = _run(work, "--stage", "temperature_sweep", "--kd-sweep-temperatures", "2 hot", timeout=120)
+    assert res.returncode != 0 and "KD_SWEEP_TEMPERATURES: 'hot' is not a positive number" in res.stderr

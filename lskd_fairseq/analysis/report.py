@@ -492,6 +492,8 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
               f"{dt:+.2f} ({ct}); word-KD student {nm['student_wordkd_ls']['bleu']:.2f} vs "
               f"{nm['student_wordkd_nols']['bleu']:.2f}, {ds:+.2f} ({cs}); one seed, so the interval covers "
               f"test-set noise only{ev_extra}")
+        if _unequal_updates(nm):
+            ev += "; " + _unequal_updates(nm) + " (wall-clock caps)"
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], _verdict(study, v), ev))
     else:
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], INCONCLUSIVE, "NMT results missing"))
@@ -507,6 +509,8 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
             v = INCONCLUSIVE
         ev = ("teachers below 5 BLEU, too weak to distil from; " if weak else "") + (f"no-KD student {base:.2f} BLEU; sequence-KD students {nm['student_seqkd_ls']['bleu']:.2f} "
               f"(LS teacher, {gl:+.2f}, {cl}) and {nm['student_seqkd_nols']['bleu']:.2f} (no-LS teacher, {gn:+.2f}, {cn})")
+        if _unequal_updates(nm):
+            ev += "; " + _unequal_updates(nm) + " (wall-clock caps)"
         out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], _verdict(study, v), ev))
     else:
         out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], INCONCLUSIVE, "NMT results missing"))
@@ -515,6 +519,15 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     if smoke:
         out = [(k, c, v, e + " [smoke scale: plumbing check only]") for k, c, v, e in out]
     return out
+
+
+def _unequal_updates(nm: Dict) -> str:
+    """A sentence naming the students whose update counts differ by more than 20%, or ''."""
+    ups = {n: nm[n].get("num_updates") for n in NMT_NAMES if n.startswith("student") and n in nm}
+    ups = {n: u for n, u in ups.items() if isinstance(u, int) and u > 0}
+    if len(ups) < 2 or max(ups.values()) <= 1.2 * min(ups.values()):
+        return ""
+    return "students trained for " + ", ".join(f"{n} {u}" for n, u in ups.items()) + " updates"
 
 
 LT_PAIRS = (("teacher", "teacher_ls", "teacher_nols"), ("student (T=1)", "student_ls_T1", "student_nols_T1"))
@@ -765,10 +778,18 @@ def write_report(study) -> str:
         r = nm.get(name)
         s = ns.get(name)
         role, kd, what = labels[name]
-        rows.append([name, role, kd, what, f2(r and r.get("bleu")), f2(r and r.get("chrf")),
-                     f2(s and s["one_minus_S"], 5), f2(s and s["calibration"]["ece"], 4)])
-    L.append(_table(["model", "role", "KD", "teacher / LS", "test BLEU", "chrF", "1-S (valid, tokens)", "token ECE"], rows))
+        kd = (r or {}).get("kd") if (r or {}).get("kd") not in (None, "–") and role == "student" else kd
+        rows.append([name, role, kd, what, (r or {}).get("num_updates", "–"), f2(r and r.get("bleu")),
+                     f2(r and r.get("chrf")), f2(s and s["one_minus_S"], 5), f2(s and s["calibration"]["ece"], 4)])
+    L.append(_table(["model", "role", "KD", "teacher / LS", "updates", "test BLEU", "chrF", "1-S (valid, tokens)",
+                     "token ECE"], rows))
     L.append("")
+    uneq = _unequal_updates(nm)
+    if uneq:
+        L.append(f"**Unequal training:** {uneq}. The recipe caps each model's training by wall-clock time at this "
+                 "scale (`MAX_TRAIN_HOURS_*`), so models that cost more per update (word-level KD runs the teacher "
+                 "too) got fewer updates; differences between such models mix the method with the training length.")
+        L.append("")
     L.append(f"Paper numbers: Shen et al. report IWSLT14 De→En only as curves (LS teacher and its student reach "
              f"higher BLEU). Chandrasegaran et al., WMT En→De: teacher {PN.NMT_WMT_TEACHER_BLEU[0]} (w/o LS) vs "
              f"{PN.NMT_WMT_TEACHER_BLEU[1]} (w/ LS); student at T=1 {PN.NMT_WMT_STUDENT_BLEU_T1[0]} vs "

@@ -27,7 +27,7 @@
 #
 # Stages (--stage / --stop-stage take a name or number; finished work is skipped):
 #   1 prepare  2 spm  3 binarize  4 teacher_ls  5 teacher_nols  6 student_nokd
-#   7 student_wordkd  8 distill  9 student_seqkd  10 evaluate    (see recipes/multi30k/run.sh)
+#   7 student_wordkd  8 distill  9 student_seqkd  10 evaluate  11 temperature_sweep (KD_SWEEP_TEMPERATURES)    (see recipes/multi30k/run.sh)
 #
 # Options (environment variable names; defaults for --scale full):
 #   SCALE=full           full (GPU) | cpu (a 20k-pair subset and small models; hours on 2 cores)
@@ -47,7 +47,7 @@
 #   LR=5e-4 WARMUP=4000 DROPOUT=0.3 WEIGHT_DECAY=0 MAX_TOKENS=4096 UPDATE_FREQ=1
 #   MAX_UPDATE_TEACHER=50000 MAX_UPDATE_STUDENT=50000 MAX_TRAIN_HOURS_TEACHER=0 MAX_TRAIN_HOURS_STUDENT=0
 #   BEAM=5 LENPEN=1.0 GEN_MAX_TOKENS=8000 MAX_LEN_A=1.2 MAX_LEN_B=10 EVAL_CHECKPOINT=checkpoint_best.pt
-#   DEVICE=auto FP16=auto SEED=1 FORCE=0 STAGE=1 STOP_STAGE=10 EXTRA_TRAIN_ARGS="" WORKERS=8
+#   DEVICE=auto FP16=auto SEED=1 FORCE=0 STAGE=1 STOP_STAGE=11 EXTRA_TRAIN_ARGS="" WORKERS=8
 #   (CUDA: --fp16 and every visible GPU; MAX_TOKENS is per GPU, so with N GPUs set
 #    UPDATE_FREQ to keep 4096 x N x UPDATE_FREQ tokens per update as you intend.)
 set -euo pipefail

@@ -21,6 +21,9 @@
 #  10 evaluate     translate the test set (one process, lskd_fairseq.cli.evaluate), remove sentencepiece,
 #                  sacreBLEU BLEU+chrF with signatures -> WORK/<dir>/results/<model>.json,
 #                  WORK/<dir>/results/table.md, and WORK/table.md (all directions)
+#  11 temperature_sweep  word-level KD students of each teacher at every T in KD_SWEEP_TEMPERATURES
+#                  other than KD_TEMPERATURE (student_wordkd_{ls,nols}_T<t>), scored and added to the
+#                  tables; nothing to do when KD_SWEEP_TEMPERATURES is empty (the default)
 #
 # Scales: smoke = first 400/60/60 train/val/test lines, 1-layer models (dims 32 teacher, 16 student),
 #   12/8 updates, beam 2: plumbing only, BLEU ~0 (CI). cpu = all 29k pairs, teacher 2+2 layers d=128
@@ -43,6 +46,7 @@
 #   TEACHER_LS=0.1       label smoothing of the LS teacher (the other teacher uses 0)
 #   STUDENT_LS=0.1       label smoothing of every student's hard-label term
 #   KD_ALPHA=0.5 KD_TEMPERATURE=1 KD_TOPK=4    word-level KD (weight of KD term, T, teacher top-k)
+#   KD_SWEEP_TEMPERATURES=""  e.g. "2 4": stage 11 trains word-KD students of both teachers at these T
 #   SEQKD_BEAM=1 (4 at other scales)        beam of the teachers' translations of the training set (lskd-distill-data)
 #   SEQKD_BETA=1         sequence_distillation weight of the teacher's sequences (1: Kim & Rush;
 #                        STUDENT_LS then only smooths the gold term, which has weight 1-beta)
@@ -56,7 +60,7 @@
 #   MAX_LEN_A=1.2 MAX_LEN_B=10                output length limit a*source+b (test and distillation)
 #   EVAL_CHECKPOINT=checkpoint_best.pt        which checkpoint is evaluated and used as teacher
 #   DEVICE=auto          auto | cpu | cuda   (cuda: fp16 unless FP16=no, all visible GPUs)
-#   FP16=auto  SEED=1  STAGE=1 STOP_STAGE=10
+#   FP16=auto  SEED=1  STAGE=1 STOP_STAGE=11
 #   FORCE=0   1: rerun steps that are done (a training resumes from its checkpoint_last.pt and so
 #             stops at once if it had finished: delete WORK/<dir>/models/<name> to retrain)
 #   EXTRA_TRAIN_ARGS=""  appended to every fairseq-train call;  WORKERS=2  fairseq-preprocess workers

@@ -25,7 +25,7 @@
 # Stages (--stage / --stop-stage take a name or number; finished work is skipped):
 #   1 prepare (concatenate and clean the corpora: CLEAN_MIN..CLEAN_MAX words, ratio CLEAN_RATIO)
 #   2 spm  3 binarize  4 teacher_ls  5 teacher_nols  6 student_nokd  7 student_wordkd
-#   8 distill  9 student_seqkd  10 evaluate    (see recipes/multi30k/run.sh)
+#   8 distill  9 student_seqkd  10 evaluate  11 temperature_sweep (KD_SWEEP_TEMPERATURES)    (see recipes/multi30k/run.sh)
 #
 # Options (environment variable names; defaults for --scale base):
 #   SCALE=base           base: transformer_wmt_en_de teachers | big: transformer_vaswani_wmt_en_de_big
@@ -47,7 +47,7 @@
 #                        (per GPU: 4096 x GPUs x UPDATE_FREQ tokens an update; 8 GPUs x 4096 x 1 was Vaswani's ~25k x 1.3)
 #   MAX_UPDATE_TEACHER=100000 MAX_UPDATE_STUDENT=100000 MAX_TRAIN_HOURS_TEACHER=0 MAX_TRAIN_HOURS_STUDENT=0
 #   BEAM=4 LENPEN=0.6 GEN_MAX_TOKENS=8000 MAX_LEN_A=1.2 MAX_LEN_B=10 EVAL_CHECKPOINT=checkpoint_best.pt
-#   DEVICE=auto FP16=auto SEED=1 FORCE=0 STAGE=1 STOP_STAGE=10 EXTRA_TRAIN_ARGS="" WORKERS=8
+#   DEVICE=auto FP16=auto SEED=1 FORCE=0 STAGE=1 STOP_STAGE=11 EXTRA_TRAIN_ARGS="" WORKERS=8
 set -euo pipefail
 . "$(dirname "$0")/../common.sh"
 LSKD_RECIPE=wmt14_en_de
