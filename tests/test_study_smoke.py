@@ -12,7 +12,7 @@ from conftest import SHARED_DATA, run_cli
 
 FIGURES = [
     "fig1_projection.png", "fig4_mean_softmax.png", "fig5_curves_vision.png", "fig5_curves_nmt.png",
-    "fig_temperature.png", "fig_reliability_vision.png", "fig_reliability_nmt.png",
+    "fig_temperature.png", "fig_temperature_nmt.png", "fig_reliability_vision.png", "fig_reliability_nmt.png",
 ]
 TABLE_HEADINGS = [
     "## Claims",
@@ -56,8 +56,12 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
     rows = [ln for ln in nmt.splitlines() if ln.startswith("| teacher_") or ln.startswith("| student_")]
     assert len(rows) == 7
     for ln in rows:
-        bleu = ln.split("|")[5].strip()
-        assert re.fullmatch(r"\d+\.\d\d", bleu), ln
+        updates, bleu = ln.split("|")[5].strip(), ln.split("|")[6].strip()
+        assert re.fullmatch(r"\d+\.\d\d", bleu) and int(updates) > 0, ln
+    # NMT temperature sweep (T=2 at smoke scale) beside T=1
+    temp = report.split("## Student accuracy against temperature")[1].split("## Long-tailed")[0]
+    assert re.search(r"\| 2 \| \d+\.\d\d \| \d+\.\d\d \| [-+]\d+\.\d\d \(", temp), temp
+    assert (out / "nmt" / "en-de" / "results" / "student_wordkd_ls_T2.json").is_file()
     # long-tailed arm: 8 rows with accuracies; the long-tailed runs trained on n_max * 10^(-c/9) images
     lt = report.split("## Long-tailed CIFAR-10")[1].split("## Multi30k")[0]
     lt_rows = [ln for ln in lt.splitlines() if ln.startswith("| balanced") or ln.startswith("| long-tailed")]

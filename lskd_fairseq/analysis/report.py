@@ -125,7 +125,7 @@ def collect(study) -> Dict:
         s = _load(os.path.join(study.out, "analysis", f"vision_{name}.json"))
         if s:
             d["vstab"][name] = s
-    for name in NMT_NAMES:
+    for name in NMT_NAMES + SP.nmt_sweep_names(study.scale):
         r = _load(os.path.join(_nmt_dir(study), "results", f"{name}.json"))
         if r:
             d["nmt"][name] = r
@@ -268,6 +268,21 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
         P_.placeholder(path, "temperature figure not drawn: no KD student finished")
     figs["temperature"] = path
 
+    pairs = nmt_temperature_pairs(study)
+    if len(pairs) > 1:
+        path = fig("fig_temperature_nmt.png")
+        series = []
+        for idx, label in ((1, "teacher with LS"), (2, "teacher without LS")):
+            pts = [(t, d["nmt"][p[idx]]["bleu"]) for p in pairs for t in [p[0]] if p[idx] in d["nmt"]]
+            if pts:
+                series.append({"label": label, "T": [t for t, _ in pts], "value": [b for _, b in pts]})
+        if series:
+            P.plot_temperature(series, path, metric_name="student test BLEU",
+                               title="Multi30k word-level KD students against KD temperature")
+        else:
+            P_.placeholder(path, "NMT temperature figure not drawn: no swept student finished")
+        figs["temperature_nmt"] = path
+
     # reliability
     path = fig("fig_reliability_vision.png")
     panels = [{"title": f"vision {n}", "calibration": d["vstab"][n]["calibration"]}
@@ -312,6 +327,54 @@ def _vision_trained(vm: Dict) -> Tuple[bool, str]:
     if weak:
         return False, f"teachers barely trained ({', '.join(weak)}; chance {chance:.0f}%)"
     return True, ""
+
+
+def bleu_cmp(nm: Dict, x: str, y: str) -> Tuple[float, str, int]:
+    """BLEU of model x minus model y: (difference, 95% CI text, sign); sign is +1/-1 when the
+    paired-bootstrap interval excludes 0; without hypothesis files, when |difference| >= 0.5 BLEU."""
+    from .bootstrap import compare_results
+
+    diff = nm[x]["bleu"] - nm[y]["bleu"]
+    bs = compare_results(nm[x], nm[y])
+    if bs is not None:
+        sign = 1 if bs["ci_low"] > 0 else -1 if bs["ci_high"] < 0 else 0
+        return diff, f"95% paired-bootstrap CI [{bs['ci_low']:+.2f}, {bs['ci_high']:+.2f}]", sign
+    sign = 1 if diff >= 0.5 else -1 if diff <= -0.5 else 0
+    return diff, "no bootstrap (hypotheses missing): differences under 0.5 BLEU treated as noise", sign
+
+
+def nmt_temperature_pairs(study) -> List[Tuple[float, str, str]]:
+    """(T, student of the LS teacher, student of the no-LS teacher) for every NMT temperature:
+    T=1 is student_wordkd_*, the sweep adds student_wordkd_*_T<t>."""
+    pairs = [(1.0, "student_wordkd_ls", "student_wordkd_nols")]
+    for t in study.scale.nmt.kd_sweep_temperatures:
+        if float(t) != 1.0:
+            pairs.append((float(t), f"student_wordkd_ls_{SP.t_tag(t)}", f"student_wordkd_nols_{SP.t_tag(t)}"))
+    return pairs
+
+
+def _nmt_temperature_verdict(study, nm: Dict) -> Tuple[Optional[str], str]:
+    """The temperature claim on NMT word-level KD students (None when fewer than two T have both)."""
+    have = [(t, a, b) for t, a, b in nmt_temperature_pairs(study) if a in nm and b in nm]
+    if len(have) < 2:
+        return None, ""
+    cmp = {t: bleu_cmp(nm, a, b) for t, a, b in have}
+    t0, t1 = min(cmp), max(cmp)
+    (g0, _, s0), (g1, _, s1) = cmp[t0], cmp[t1]
+    if s0 >= 0 and s1 < 0 and g1 < g0:
+        v = REPRODUCED
+    elif s1 > 0:
+        v = NOT_REPRODUCED  # the LS teacher's student is ahead at the largest T
+    else:
+        v = INCONCLUSIVE
+    weak = min(nm.get(k, {}).get("bleu", 0.0) for k in ("teacher_ls", "teacher_nols")) < MIN_NMT_TEACHER_BLEU
+    if weak:
+        v = INCONCLUSIVE
+    ev = "NMT word-KD students (BLEU, LS-teacher student minus no-LS-teacher student): " + "; ".join(
+        f"T={t:g}: {g:+.2f} ({ci})" for t, (g, ci, _) in sorted(cmp.items()))
+    if weak:
+        ev += f"; teachers below {MIN_NMT_TEACHER_BLEU} BLEU: too weak to compare"
+    return v, ev
 
 
 def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
@@ -443,11 +506,26 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
             v = INCONCLUSIVE
         if not _vision_trained(vm)[0]:
             v = INCONCLUSIVE
-        ev = "; ".join(f"T={t:g}: LS-teacher student minus no-LS-teacher student {g:+.2f} points (2 SE {2 * s:.2f})"
-                       for t, (g, s) in sorted(gaps.items()))
-        out.append(("temperature", PN.CLAIMS["temperature"], _verdict(study, v), ev))
+        ev = "CIFAR-10 students (top-1): " + "; ".join(
+            f"T={t:g}: LS-teacher student minus no-LS-teacher student {g:+.2f} points (2 SE {2 * s:.2f})"
+            for t, (g, s) in sorted(gaps.items()))
     else:
-        out.append(("temperature", PN.CLAIMS["temperature"], INCONCLUSIVE, "students at two or more T missing"))
+        v, ev = None, "CIFAR-10 students at two or more T missing"
+    v_nmt, ev_nmt = _nmt_temperature_verdict(study, nm)
+    if ev_nmt:
+        ev += "; " + ev_nmt
+    found = [x for x in (v, v_nmt) if x is not None]
+    decided = {x for x in found if x != INCONCLUSIVE}
+    if len(decided) == 1:
+        v_all = decided.pop()
+        if INCONCLUSIVE in found:
+            ev += " (one of the two tracks is inconclusive; the verdict is the other's)"
+    elif len(decided) > 1:
+        v_all = INCONCLUSIVE
+        ev += " (vision and NMT disagree)"
+    else:
+        v_all = INCONCLUSIVE
+    out.append(("temperature", PN.CLAIMS["temperature"], _verdict(study, v_all), ev))
 
     # calibration
     ev, verdicts = [], []
@@ -461,18 +539,8 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     out.append(("calibration", PN.CLAIMS["calibration"], _verdict(study, v), "; ".join(ev) or "missing"))
 
     # NMT word-level KD
-    from .bootstrap import compare_results
-
     def _cmp(x: str, y: str):
-        """(difference, 95% CI text, sign): sign +1/-1 when the paired-bootstrap interval excludes 0;
-        without hypothesis files, +1/-1 when the difference is at least 0.5 BLEU."""
-        diff = nm[x]["bleu"] - nm[y]["bleu"]
-        bs = compare_results(nm[x], nm[y])
-        if bs is not None:
-            sign = 1 if bs["ci_low"] > 0 else -1 if bs["ci_high"] < 0 else 0
-            return diff, f"95% paired-bootstrap CI [{bs['ci_low']:+.2f}, {bs['ci_high']:+.2f}]", sign
-        sign = 1 if diff >= 0.5 else -1 if diff <= -0.5 else 0
-        return diff, "no bootstrap (hypotheses missing): differences under 0.5 BLEU treated as noise", sign
+        return bleu_cmp(nm, x, y)
 
     if all(k in nm for k in ("teacher_ls", "teacher_nols", "student_wordkd_ls", "student_wordkd_nols")):
         dt, ct, st_ = _cmp("teacher_ls", "teacher_nols")
@@ -728,6 +796,24 @@ def write_report(study) -> str:
                      "w/ − w/o", "paper: w/o LS (ImageNet R50→R18)", "paper: w/ LS", "paper: w/ − w/o"], rows))
     L.append("")
 
+    pairs = nmt_temperature_pairs(study)
+    if len(pairs) > 1:
+        L.append(f"Multi30k word-level KD students (test BLEU; the recipe's KD settings otherwise, "
+                 f"{study.scale.nmt.recipe_scale} scale):")
+        L.append("")
+        rows = []
+        for t, a, b in pairs:
+            ra, rb = nm.get(a), nm.get(b)
+            diff = "–"
+            if ra and rb:
+                g, ci, _ = bleu_cmp(nm, a, b)
+                diff = f"{g:+.2f} ({ci})"
+            rows.append([f"{t:g}", f2(rb and rb.get("bleu")), f2(ra and ra.get("bleu")), diff,
+                         f"{(rb or {}).get('num_updates', '–')} / {(ra or {}).get('num_updates', '–')}"])
+        L.append(_table(["T", "student of teacher w/o LS", "student of teacher w/ LS", "w/ − w/o",
+                         "updates (w/o / w/)"], rows))
+        L.append("")
+
     # -------- long tail
     f = v.long_tail_imbalance
     if f and f > 1:
@@ -812,7 +898,8 @@ def write_report(study) -> str:
         "mean_softmax": "Fig. 4: per-class mean softmax vectors of the two teachers (log colour scale).",
         "curves_vision": "Fig. 5 (vision): students' training loss and validation accuracy per epoch.",
         "curves_nmt": "Fig. 5 (NMT): word-level KD students' training loss and validation metric per epoch.",
-        "temperature": "Student test accuracy against the KD temperature, for both teachers.",
+        "temperature": "CIFAR-10 student test accuracy against the KD temperature, for both teachers.",
+        "temperature_nmt": "Multi30k word-level KD students' test BLEU against the KD temperature, for both teachers.",
         "reliability_vision": "Reliability diagrams (ECE) of the vision teachers.",
         "reliability_nmt": "Reliability diagrams (token-level ECE, validation split) of the NMT teachers.",
     }

@@ -5,7 +5,8 @@ Two tracks that do not depend on each other:
 * ``nmt``: the Multi30k recipe (``recipes/multi30k/run.sh``, owned by the
   recipes), stage by stage: data, teachers with and without LS, a student
   without KD, word-level KD students of each teacher at T=1, sequence-level KD
-  students of each teacher, BLEU on the test set.
+  students of each teacher, BLEU on the test set; then word-level KD students of
+  each teacher at each T in ``kd_sweep_temperatures``.
 * ``vision``: ``lskd-vision-train`` on CIFAR-10 (the JPEG tarball): teachers
   with and without LS, a student without KD, and students of each teacher at
   each T in ``temperatures`` (alpha = 1: soft labels only, the paper's setting);
@@ -70,6 +71,8 @@ class NmtScale:
     est_distill_s: float = 60  # one teacher translating the training set
     est_eval_s: float = 30  # one model: generate on the test set + sacreBLEU
     top_tokens: int = 1000
+    # word-level KD students of both teachers at these T too (the recipe's temperature_sweep stage)
+    kd_sweep_temperatures: List[float] = field(default_factory=list)
 
 
 @dataclass
@@ -91,7 +94,7 @@ SCALE_DEFS: Dict[str, Scale] = {
             long_tail_imbalance=10, est_teacher_s=12, est_student_s=12,
         ),
         nmt=NmtScale("smoke", 12, 8, est_teacher_s=20, est_student_s=15, est_other_s=20,
-                     est_distill_s=40, est_eval_s=25, top_tokens=200),
+                     est_distill_s=40, est_eval_s=25, top_tokens=200, kd_sweep_temperatures=[2]),
         jobs=2,
         note=(
             "smoke scale is a plumbing check: a few hundred sentences and images, one epoch "
@@ -109,7 +112,7 @@ SCALE_DEFS: Dict[str, Scale] = {
         ),
         # measured on 2 busy cores: the recipe's wall-clock caps end each training (10.8 / 4.8 min)
         nmt=NmtScale("cpu", 1500, 1000, est_teacher_s=700, est_student_s=330, est_other_s=60,
-                     est_distill_s=120, est_eval_s=60),
+                     est_distill_s=120, est_eval_s=60, kd_sweep_temperatures=[2, 4]),
         jobs=2,
         note=(
             "cpu scale: Multi30k en-de with the recipe's cpu models (2+2-layer d=128 teachers, "
@@ -132,7 +135,7 @@ SCALE_DEFS: Dict[str, Scale] = {
             est_teacher_s=4 * 3600, est_student_s=3 * 3600,
         ),
         nmt=NmtScale("full", 15000, 15000, est_teacher_s=3 * 3600, est_student_s=3 * 3600, est_other_s=1800,
-                     est_distill_s=1800, est_eval_s=300),
+                     est_distill_s=1800, est_eval_s=300, kd_sweep_temperatures=[2, 4]),
         jobs=1,
         note=(
             "full scale: the paper's pairs on a GPU (ResNet-50 teacher -> ResNet-18 student, 200 "
@@ -247,7 +250,22 @@ def nmt_runs(scale: Scale, work: str) -> List[Run]:
                         {"stage": lo, "stop_stage": hi or lo, "steps": steps,
                          "max_update": n.max_update_teacher if what == "teacher" else n.max_update_student},
                         total=total, unit="update", deps=list(deps)))
+    if n.kd_sweep_temperatures:
+        steps = [f"student_wordkd_{tn}_{t_tag(t)}" for t in n.kd_sweep_temperatures for tn in ("ls", "nols")]
+        runs.append(Run("nmt/temperature_sweep", "nmt", "recipe_stage",
+                        "NMT word-level KD students of both teachers at T = "
+                        + ", ".join(f"{t:g}" for t in n.kd_sweep_temperatures),
+                        len(steps) * (n.est_student_s + n.est_eval_s),
+                        {"stage": "temperature_sweep", "stop_stage": "temperature_sweep", "steps": steps,
+                         "max_update": n.max_update_student},
+                        total=len(steps) * n.max_update_student, unit="update",
+                        deps=_T + ["nmt/evaluate"]))
     return runs
+
+
+def nmt_sweep_names(scale: Scale) -> List[str]:
+    """Recipe model names of the NMT temperature sweep (without T=1: those are student_wordkd_*)."""
+    return [f"student_wordkd_{tn}_{t_tag(t)}" for t in scale.nmt.kd_sweep_temperatures for tn in ("ls", "nols")]
 
 
 def plan(scale_name: str, work: str, tracks=("nmt", "vision")) -> List[Run]:

@@ -210,9 +210,12 @@ class Study:
         return cmd + list(v.extra)
 
     def recipe_cmd(self, r: SP.Run) -> List[str]:
-        return ["bash", SP.RECIPE, "--scale", self.scale.nmt.recipe_scale, "--work", self.nmt_work,
-                "--data-dir", SP.MULTI30K_DIR,
-                "--stage", r.args["stage"], "--stop-stage", r.args["stop_stage"]]
+        cmd = ["bash", SP.RECIPE, "--scale", self.scale.nmt.recipe_scale, "--work", self.nmt_work,
+               "--data-dir", SP.MULTI30K_DIR,
+               "--stage", r.args["stage"], "--stop-stage", r.args["stop_stage"]]
+        if self.scale.nmt.kd_sweep_temperatures:
+            cmd += ["--kd-sweep-temperatures", " ".join(f"{t:g}" for t in self.scale.nmt.kd_sweep_temperatures)]
+        return cmd
 
     # ------------------------------------------------------------ execution
     def _spawn(self, cmd: List[str], logpath: str, track: str, parse_vision: bool, steps: List[str]) -> int:
