@@ -936,7 +936,8 @@ def write_report(study) -> str:
                  f"{tc.get('batch_size')}, {tc.get('opt')} lr {tc.get('lr')} {tc.get('sched')}, weight decay "
                  f"{tc.get('weight_decay')}, LS {tc.get('label_smoothing')} ({tc.get('ls_convention')} convention), "
                  f"students: KD alpha {sc.get('kd_alpha', 1)} (soft labels only); images train / val / test = "
-                 f"{sizes.get('train')} / {sizes.get('val')} / {sizes.get('test')} from `{tc.get('data')}`.")
+                 f"{sizes.get('train')} / {sizes.get('val')} / {sizes.get('test')} from "
+                 f"`{os.path.realpath(tc['data']) if tc.get('data') else None}`.")
     else:
         L.append(f"Vision settings (scale definition; no run finished yet): teacher {v.teacher_arch} "
                  f"({v.teacher_epochs} epochs), student {v.student_arch} ({v.student_epochs} epochs), batch "
