@@ -215,7 +215,7 @@ LSKD_NMT_STAGES="prepare spm binarize teacher_ls teacher_nols student_nokd stude
 LSKD_NMT_OPTIONS="SCALE DATA_DIR WORK DIRECTIONS TEST_SET SPM_VOCAB SPM_TYPE SPM_SENTENCES
  TEACHER_ARCH TEACHER_ARCH_ARGS STUDENT_ARCH STUDENT_ARCH_ARGS TEACHER_LS STUDENT_LS KD_ALPHA KD_TEMPERATURE KD_TOPK
  KD_SWEEP_TEMPERATURES
- SEQKD_BEAM SEQKD_BETA LR WARMUP DROPOUT WEIGHT_DECAY MAX_TOKENS UPDATE_FREQ MAX_UPDATE_TEACHER MAX_UPDATE_STUDENT
+ SEQKD_BEAM SEQKD_BETA SEQKD_EVAL_CHECKPOINT LR WARMUP DROPOUT WEIGHT_DECAY MAX_TOKENS UPDATE_FREQ MAX_UPDATE_TEACHER MAX_UPDATE_STUDENT
  MAX_TRAIN_HOURS_TEACHER MAX_TRAIN_HOURS_STUDENT BEAM LENPEN GEN_MAX_TOKENS MAX_LEN_A MAX_LEN_B EVAL_CHECKPOINT
  DEVICE FP16 SEED FORCE STAGE STOP_STAGE EXTRA_TRAIN_ARGS WORKERS"
 
@@ -225,6 +225,9 @@ lskd_nmt_defaults() {
     : "${TEACHER_ARCH:=transformer}" "${STUDENT_ARCH:=transformer}" "${TEACHER_ARCH_ARGS:=}" "${STUDENT_ARCH_ARGS:=}"
     : "${TEACHER_LS:=0.1}" "${STUDENT_LS:=0.1}" "${KD_ALPHA:=0.5}" "${KD_TEMPERATURE:=1}" "${KD_TOPK:=4}"
     : "${KD_SWEEP_TEMPERATURES:=}"
+    # a Seq-KD student's NLL on the gold validation references rises while it learns the teacher's
+    # outputs, so checkpoint_best (lowest such NLL) would keep its first epoch: score its last one
+    : "${SEQKD_EVAL_CHECKPOINT:=checkpoint_last.pt}"
     : "${SEQKD_BEAM:=4}" "${SEQKD_BETA:=1}" "${LR:=1e-3}" "${DROPOUT:=0.1}" "${WEIGHT_DECAY:=0.0001}"
     : "${MAX_TOKENS:=4096}" "${UPDATE_FREQ:=1}"
     : "${MAX_TRAIN_HOURS_TEACHER:=0}" "${MAX_TRAIN_HOURS_STUDENT:=0}" "${BEAM:=5}" "${LENPEN:=1.0}"
@@ -337,7 +340,9 @@ evaluate_all() {  # evaluate_all TGT DIR: every model, one process; results/<nam
     for m in "${MODELS[@]}"; do
         IFS='|' read -r name teacher kd ls <<< "$m"
         i=$((i + 1))
-        models+=(--model "$name=$dir/models/$name/$EVAL_CHECKPOINT")
+        local ck="$EVAL_CHECKPOINT"
+        case "$name" in student_seqkd_*) ck="$SEQKD_EVAL_CHECKPOINT" ;; esac
+        models+=(--model "$name=$dir/models/$name/$ck")
         metas+=(--model-meta "$name:order=$i" --model-meta "$name:teacher=$teacher"
                 --model-meta "$name:kd=$kd" --model-meta "$name:label_smoothing=$ls")
     done

@@ -95,6 +95,9 @@ def test_per_model_json_matches_its_hypotheses(smoke_run):
         again = bleu.score(hyps, refs)
         assert again["bleu"] == r["bleu"] and again["chrf"] == r["chrf"]
         assert r["bleu_signature"].startswith("nrefs:1|") and r["params"] > 0 and r["train_seconds"] >= 0
+        # Seq-KD students are scored at their last checkpoint, every other model at its best
+        want = "checkpoint_last.pt" if name.startswith("student_seqkd") else "checkpoint_best.pt"
+        assert r["checkpoint"] == str(work / "en-de" / "models" / name / want), (name, r["checkpoint"])
 
 
 def test_seqkd_students_trained_on_teacher_outputs(smoke_run):
@@ -143,3 +146,19 @@ def test_temperature_sweep_refuses_a_non_number(smoke_run):
     work, _ = smoke_run
     res = _run(work, "--stage", "temperature_sweep", "--kd-sweep-temperatures", "2 hot", timeout=120)
     assert res.returncode != 0 and "KD_SWEEP_TEMPERATURES: 'hot' is not a positive number" in res.stderr
+
+
+def test_a_rewritten_checkpoint_is_scored_again(smoke_run):
+    """The evaluation skips models already scored, unless their checkpoint was written since."""
+    work, _ = smoke_run
+    ck = work / "en-de" / "models" / "student_nokd" / "checkpoint_best.pt"
+    res_json = work / "en-de" / "results" / "student_nokd.json"
+    later = res_json.stat().st_mtime + 10
+    os.utime(ck, (later, later))
+    res = _run(work, "--stage", "evaluate", "--stop-stage", "evaluate", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = (work / "logs" / "en-de.evaluate.log").read_text()
+    last = log[log.rfind("skip teacher_ls"):]
+    assert "student_nokd: scoring again" in last and "skip student_nokd" not in last
+    assert "skip student_seqkd_ls" in last
+    assert res_json.stat().st_mtime >= later

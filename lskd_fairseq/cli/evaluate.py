@@ -12,15 +12,32 @@ For every model: ``fairseq-generate`` output to GEN_DIR/<name>.<subset>.gen, the
 ordered, desegmented hypotheses to GEN_DIR/<name>.<subset>.hyp, and the result
 (``lskd_fairseq.cli.bleu.evaluate`` + parameters, updates, training time) to
 RESULTS_DIR/<name>.json, written last and atomically. A model whose JSON exists
-is skipped unless ``--force``.
+is skipped unless ``--force``, or unless that JSON was scored with another
+checkpoint file or before the checkpoint was last written.
 """
 
 import argparse
+import json
 import os
 import sys
 from typing import List, Optional
 
 from lskd_fairseq.cli import bleu
+
+
+def _stale_reason(out_json: str, ckpt: str):
+    """Why an existing result no longer describes ``ckpt`` (another checkpoint file, or one
+    written after the result), or None when it still does or there is no result."""
+    try:
+        with open(out_json, encoding="utf-8") as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if old.get("checkpoint") and old["checkpoint"] != os.path.abspath(ckpt):
+        return f"it was scored with {old['checkpoint']}"
+    if os.path.isfile(ckpt) and os.path.getmtime(ckpt) > os.path.getmtime(out_json):
+        return f"{ckpt} is newer than {out_json}"
+    return None
 
 
 def generate(data: str, checkpoint: str, subset: str, out: str, user_dir: str, extra: List[str]) -> None:
@@ -76,9 +93,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     for spec in args.model:
         name, ckpt = spec.split("=", 1)
         out_json = os.path.join(args.results_dir, f"{name}.json")
-        if os.path.exists(out_json) and not args.force:
+        stale = _stale_reason(out_json, ckpt)
+        if os.path.exists(out_json) and not args.force and stale is None:
             print(f"evaluate: skip {name} ({out_json} exists)", flush=True)
             continue
+        if stale and os.path.exists(out_json):
+            print(f"evaluate: {name}: scoring again: {stale}", flush=True)
         gen = os.path.join(args.gen_dir, f"{name}.{args.subset}.gen")
         hyp = os.path.join(args.gen_dir, f"{name}.{args.subset}.hyp")
         print(f"evaluate: {name}: generating with {ckpt}", flush=True)

@@ -59,6 +59,9 @@
 #   BEAM=5 LENPEN=1.0 GEN_MAX_TOKENS=8000     test decoding
 #   MAX_LEN_A=1.2 MAX_LEN_B=10                output length limit a*source+b (test and distillation)
 #   EVAL_CHECKPOINT=checkpoint_best.pt        which checkpoint is evaluated and used as teacher
+#   SEQKD_EVAL_CHECKPOINT=checkpoint_last.pt  which checkpoint of a Seq-KD student is evaluated: its NLL
+#                        on the gold validation references (what checkpoint_best minimises) rises while it
+#                        learns the teacher's outputs, so checkpoint_best would keep its first epoch
 #   DEVICE=auto          auto | cpu | cuda   (cuda: fp16 unless FP16=no, all visible GPUs)
 #   FP16=auto  SEED=1  STAGE=1 STOP_STAGE=11
 #   FORCE=0   1: rerun steps that are done (a training resumes from its checkpoint_last.pt and so
