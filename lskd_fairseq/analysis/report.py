@@ -273,7 +273,7 @@ def make_figures(study, d: Dict) -> Dict[str, str]:
         path = fig("fig_temperature_nmt.png")
         series = []
         for idx, label in ((1, "teacher with LS"), (2, "teacher without LS")):
-            pts = [(t, d["nmt"][p[idx]]["bleu"]) for p in pairs for t in [p[0]] if p[idx] in d["nmt"]]
+            pts = [(p[0], d["nmt"][p[idx]]["bleu"]) for p in pairs if p[idx] in d["nmt"]]
             if pts:
                 series.append({"label": label, "T": [t for t, _ in pts], "value": [b for _, b in pts]})
         if series:
