@@ -304,12 +304,22 @@ def test_verdicts_follow_the_numbers():
     assert got["fig5"] == REPRODUCED  # higher training loss (KL + teacher entropy) with the LS teacher
     assert got["temperature"] == REPRODUCED  # -3 points at T=4, fine at T=1
     assert got["calibration"] == REPRODUCED
+    assert got["nmt_teacher"] == REPRODUCED  # +1.0 BLEU
     assert got["nmt_word_kd"] == REPRODUCED  # +0.8 BLEU (no hypotheses: 0.5 BLEU rule)
     assert got["nmt_seq_kd"] == REPRODUCED  # +1.0 and +0.9 BLEU over the no-KD student
     d = _fake_data()
-    d["nmt"]["student_seqkd_nols"]["bleu"] = 30.3  # +0.3: within the noise rule
+    d["nmt"]["student_seqkd_nols"]["bleu"] = 30.3  # +0.3: within the noise rule; the LS one still counts
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), d)}
+    assert got["nmt_seq_kd"] == REPRODUCED
+    d["nmt"]["student_seqkd_ls"]["bleu"] = 30.2  # both within noise
     got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), d)}
     assert got["nmt_seq_kd"] == INCONCLUSIVE
+    d["nmt"]["student_seqkd_ls"]["bleu"], d["nmt"]["student_seqkd_nols"]["bleu"] = 31.0, 29.0  # one up, one down
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), d)}
+    assert got["nmt_seq_kd"] == INCONCLUSIVE
+    d["nmt"]["student_seqkd_ls"]["bleu"] = 29.2  # both down
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), d)}
+    assert got["nmt_seq_kd"] == NOT_REPRODUCED
     got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), _fake_data(student_ls_t1=74.0, student_ls_t4=74.0))}
     assert got["kd_t1"] == NOT_REPRODUCED
     assert got["temperature"] == INCONCLUSIVE  # LS student behind at every T: not the claimed pattern either
@@ -318,3 +328,37 @@ def test_verdicts_follow_the_numbers():
     assert got["kd_t1"] == REPRODUCED  # as good, within 2 SE
     got = {k: v for k, _, v, _ in claims(_fake_study("smoke"), _fake_data())}
     assert {v for k, v in got.items() if k != "long_tail"} == {INCONCLUSIVE}
+
+
+def test_a_bleu_win_bought_with_more_updates_is_not_counted():
+    """Wall-clock caps give models different numbers of updates: a model that is better and also
+    trained more than 10% longer is no evidence; a better model that trained less is."""
+    from lskd_fairseq.analysis.report import INCONCLUSIVE, REPRODUCED, claims
+
+    d = _fake_data()
+    d["nmt"]["student_wordkd_ls"]["num_updates"], d["nmt"]["student_wordkd_nols"]["num_updates"] = 1200, 1000
+    got = {k: (v, e) for k, _, v, e in claims(_fake_study("cpu"), d)}
+    assert got["nmt_word_kd"][0] == INCONCLUSIVE and "20% more updates" in got["nmt_word_kd"][1]
+    d["nmt"]["student_wordkd_ls"]["num_updates"], d["nmt"]["student_wordkd_nols"]["num_updates"] = 900, 1000
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), d)}
+    assert got["nmt_word_kd"] == REPRODUCED
+
+
+def test_long_tail_verdict_compares_the_ls_gain_on_both_training_sets():
+    from lskd_fairseq.analysis.report import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims
+
+    def with_lt(t_ls, t_no, s_ls, s_no):
+        d = _fake_data()
+        d["vision"].update({"lt_teacher_ls": _fake_vision_metrics(t_ls), "lt_teacher_nols": _fake_vision_metrics(t_no),
+                            "lt_student_ls_T1": _fake_vision_metrics(s_ls),
+                            "lt_student_nols_T1": _fake_vision_metrics(s_no)})
+        return {k: v for k, _, v, _ in claims(_fake_study("cpu"), d)}["long_tail"]
+
+    # balanced: teacher gain 0, student gain +2.0; long-tailed: both gains clearly lower
+    assert with_lt(60.0, 63.0, 55.0, 57.0) == REPRODUCED
+    # long-tailed gains clearly higher than balanced
+    assert with_lt(66.0, 63.0, 62.0, 57.0) == NOT_REPRODUCED
+    # within noise
+    assert with_lt(63.0, 63.0, 59.0, 57.0) == INCONCLUSIVE
+    got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), _fake_data())}
+    assert got["long_tail"] == INCONCLUSIVE  # the long-tailed runs are missing

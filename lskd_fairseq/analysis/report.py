@@ -314,6 +314,8 @@ MAX_2SE = 1.5
 # Teachers must have learned something for any comparison to mean anything.
 MIN_VISION_TOP1_OVER_CHANCE = 3.0
 MIN_NMT_TEACHER_BLEU = 5.0
+# a BLEU difference counts only if the better model did not also get more than 10% more updates
+MAX_UPDATE_RATIO = 1.1
 
 
 def _vision_trained(vm: Dict) -> Tuple[bool, str]:
@@ -338,9 +340,19 @@ def bleu_cmp(nm: Dict, x: str, y: str) -> Tuple[float, str, int]:
     bs = compare_results(nm[x], nm[y])
     if bs is not None:
         sign = 1 if bs["ci_low"] > 0 else -1 if bs["ci_high"] < 0 else 0
-        return diff, f"95% paired-bootstrap CI [{bs['ci_low']:+.2f}, {bs['ci_high']:+.2f}]", sign
-    sign = 1 if diff >= 0.5 else -1 if diff <= -0.5 else 0
-    return diff, "no bootstrap (hypotheses missing): differences under 0.5 BLEU treated as noise", sign
+        text = f"95% paired-bootstrap CI [{bs['ci_low']:+.2f}, {bs['ci_high']:+.2f}]"
+    else:
+        sign = 1 if diff >= 0.5 else -1 if diff <= -0.5 else 0
+        text = "no bootstrap (hypotheses missing): differences under 0.5 BLEU treated as noise"
+    # a model that also trained longer is not evidence for the method (wall-clock caps)
+    ux, uy = nm[x].get("num_updates"), nm[y].get("num_updates")
+    if sign and isinstance(ux, int) and isinstance(uy, int) and min(ux, uy) > 0:
+        better, worse = (ux, uy) if sign > 0 else (uy, ux)
+        if better > MAX_UPDATE_RATIO * worse:
+            text += (f"; not counted: the better model also had {100 * (better / worse - 1):.0f}% more updates "
+                     f"({better} vs {worse})")
+            sign = 0
+    return diff, text, sign
 
 
 def nmt_temperature_pairs(study) -> List[Tuple[float, str, str]]:
@@ -542,43 +554,47 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     def _cmp(x: str, y: str):
         return bleu_cmp(nm, x, y)
 
-    if all(k in nm for k in ("teacher_ls", "teacher_nols", "student_wordkd_ls", "student_wordkd_nols")):
+    weak_nmt = all(k in nm for k in ("teacher_ls", "teacher_nols")) and \
+        min(nm["teacher_ls"]["bleu"], nm["teacher_nols"]["bleu"]) < MIN_NMT_TEACHER_BLEU
+    weak_note = f"; teachers below {MIN_NMT_TEACHER_BLEU} BLEU: too weak to compare" if weak_nmt else ""
+
+    def _sign_verdict(sign: int) -> str:
+        if weak_nmt:
+            return INCONCLUSIVE
+        return REPRODUCED if sign > 0 else NOT_REPRODUCED if sign < 0 else INCONCLUSIVE
+
+    if all(k in nm for k in ("teacher_ls", "teacher_nols")):
         dt, ct, st_ = _cmp("teacher_ls", "teacher_nols")
+        a, b = nm["teacher_ls"], nm["teacher_nols"]
+        ev = (f"teacher BLEU {a['bleu']:.2f} (LS) vs {b['bleu']:.2f} (no LS), {dt:+.2f} ({ct}); chrF "
+              f"{f2(a.get('chrf'))} vs {f2(b.get('chrf'))}; one seed, so the interval covers test-set noise only"
+              + weak_note)
+        out.append(("nmt_teacher", PN.CLAIMS["nmt_teacher"], _verdict(study, _sign_verdict(st_)), ev))
+    else:
+        out.append(("nmt_teacher", PN.CLAIMS["nmt_teacher"], INCONCLUSIVE, "NMT teachers missing"))
+
+    if all(k in nm for k in ("student_wordkd_ls", "student_wordkd_nols")):
         ds, cs, ss = _cmp("student_wordkd_ls", "student_wordkd_nols")
-        if ss > 0 and dt > 0:
-            v = REPRODUCED
-        elif ss < 0:
-            v = NOT_REPRODUCED
-        else:
-            v = INCONCLUSIVE
-        if min(nm["teacher_ls"]["bleu"], nm["teacher_nols"]["bleu"]) < MIN_NMT_TEACHER_BLEU:
-            v = INCONCLUSIVE
-            ev_extra = f"; teachers below {MIN_NMT_TEACHER_BLEU} BLEU: too weak to compare"
-        else:
-            ev_extra = ""
-        ev = (f"teacher BLEU {nm['teacher_ls']['bleu']:.2f} (LS) vs {nm['teacher_nols']['bleu']:.2f} (no LS), "
-              f"{dt:+.2f} ({ct}); word-KD student {nm['student_wordkd_ls']['bleu']:.2f} vs "
-              f"{nm['student_wordkd_nols']['bleu']:.2f}, {ds:+.2f} ({cs}); one seed, so the interval covers "
-              f"test-set noise only{ev_extra}")
-        if _unequal_updates(nm):
-            ev += "; " + _unequal_updates(nm) + " (wall-clock caps)"
-        out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], _verdict(study, v), ev))
+        ev = (f"word-KD student {nm['student_wordkd_ls']['bleu']:.2f} (LS teacher) vs "
+              f"{nm['student_wordkd_nols']['bleu']:.2f} (no-LS teacher), {ds:+.2f} ({cs}); one seed" + weak_note)
+        out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], _verdict(study, _sign_verdict(ss)), ev))
     else:
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], INCONCLUSIVE, "NMT results missing"))
 
-    # NMT sequence-level KD
+    # NMT sequence-level KD: supported by a counted improvement of either teacher's student, refuted by
+    # a counted decline with no counted improvement
     if all(k in nm for k in ("student_nokd", "student_seqkd_ls", "student_seqkd_nols")):
         base = nm["student_nokd"]["bleu"]
         gl, cl, sl_ = _cmp("student_seqkd_ls", "student_nokd")
         gn, cn, sn_ = _cmp("student_seqkd_nols", "student_nokd")
-        v = REPRODUCED if (sl_ > 0 and sn_ > 0) else NOT_REPRODUCED if (sl_ < 0 and sn_ < 0) else INCONCLUSIVE
-        weak = min(nm.get(k, {}).get("bleu", 0.0) for k in ("teacher_ls", "teacher_nols")) < MIN_NMT_TEACHER_BLEU
-        if weak:
+        signs = (sl_, sn_)
+        v = REPRODUCED if 1 in signs and -1 not in signs else NOT_REPRODUCED if -1 in signs and 1 not in signs \
+            else INCONCLUSIVE
+        if weak_nmt:
             v = INCONCLUSIVE
-        ev = ("teachers below 5 BLEU, too weak to distil from; " if weak else "") + (f"no-KD student {base:.2f} BLEU; sequence-KD students {nm['student_seqkd_ls']['bleu']:.2f} "
-              f"(LS teacher, {gl:+.2f}, {cl}) and {nm['student_seqkd_nols']['bleu']:.2f} (no-LS teacher, {gn:+.2f}, {cn})")
-        if _unequal_updates(nm):
-            ev += "; " + _unequal_updates(nm) + " (wall-clock caps)"
+        ev = (f"no-KD student {base:.2f} BLEU; sequence-KD students {nm['student_seqkd_ls']['bleu']:.2f} "
+              f"(LS teacher, {gl:+.2f}, {cl}) and {nm['student_seqkd_nols']['bleu']:.2f} (no-LS teacher, {gn:+.2f}, "
+              f"{cn})" + weak_note)
         out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], _verdict(study, v), ev))
     else:
         out.append(("nmt_seq_kd", PN.CLAIMS["nmt_seq_kd"], INCONCLUSIVE, "NMT results missing"))
