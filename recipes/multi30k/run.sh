@@ -27,13 +27,13 @@
 #
 # Scales: smoke = first 400/60/60 train/val/test lines, 1-layer models (dims 32 teacher, 16 student),
 #   12/8 updates, beam 2: plumbing only, BLEU ~0 (CI). cpu = all 29k pairs, teacher 2+2 layers d=128
-#   ffn 512, student 2+2 layers d=64 ffn 256, batches of 1024 tokens, warm-up 100, at most 6000/4000
-#   updates and 10.8/4.8 minutes of training each (caps below; on a busy machine the caps bind),
-#   greedy distillation: about an hour on 2 cores. full = GPU: transformer_iwslt_de_en teacher, 3+3 layer
+#   ffn 512, student 2+2 layers d=64 ffn 256, batches of 1024 tokens, warm-up 100, 1500 updates per
+#   teacher and 1000 per student (about 3 and 2 epochs' worth of batches), greedy distillation:
+#   under an hour on 2 idle cores. full = GPU: transformer_iwslt_de_en teacher, 3+3 layer
 #   d=256 student, 15k updates each, both directions, dropout 0.3, lr 5e-4, beam-4 distillation.
 #
 # Options (environment variable names; defaults for --scale cpu):
-#   SCALE=cpu            smoke (tiny, minutes; CI) | cpu (about an hour on 2 CPU cores, en-de) | full (GPU)
+#   SCALE=cpu            smoke (tiny, minutes; CI) | cpu (under an hour on 2 CPU cores, en-de) | full (GPU)
 #   DATA_DIR=<repo>/../shared/data/multi30k   folder with {train,val,test_2016_flickr}.{en,de}.gz (or plain)
 #   WORK=<repo>/runs/multi30k-$SCALE          output folder (everything the recipe writes)
 #   DIRECTIONS=en-de     space-separated, e.g. "en-de de-en"
@@ -52,8 +52,8 @@
 #                        STUDENT_LS then only smooths the gold term, which has weight 1-beta)
 #   LR=1e-3 WARMUP=100 DROPOUT=0.1 WEIGHT_DECAY=0.0001 MAX_TOKENS=1024 UPDATE_FREQ=1
 #                        Adam (0.9, 0.98), inverse-sqrt schedule, shared embeddings
-#   MAX_UPDATE_TEACHER=6000 MAX_UPDATE_STUDENT=4000   training length in updates
-#   MAX_TRAIN_HOURS_TEACHER=0.18 MAX_TRAIN_HOURS_STUDENT=0.08   per-model wall-clock cap (fairseq
+#   MAX_UPDATE_TEACHER=1500 MAX_UPDATE_STUDENT=1000   training length in updates
+#   MAX_TRAIN_HOURS_TEACHER=0 MAX_TRAIN_HOURS_STUDENT=0   per-model wall-clock cap (fairseq
 #                        --stop-time-hours; 0 = none): on a busy machine a model may stop before
 #                        MAX_UPDATE_*; the table's "updates" column shows how far each got
 #   BEAM=5 LENPEN=1.0 GEN_MAX_TOKENS=8000     test decoding
@@ -89,8 +89,8 @@ case "$SCALE" in
         : "${SPM_VOCAB:=4000}" "${MAX_TOKENS:=1024}" "${WARMUP:=100}"
         : "${TEACHER_ARCH_ARGS:=--encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4}"
         : "${STUDENT_ARCH_ARGS:=--encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 64 --decoder-embed-dim 64 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256 --encoder-attention-heads 4 --decoder-attention-heads 4}"
-        : "${MAX_UPDATE_TEACHER:=6000}" "${MAX_UPDATE_STUDENT:=4000}" "${SEQKD_BEAM:=1}"
-        : "${MAX_TRAIN_HOURS_TEACHER:=0.18}" "${MAX_TRAIN_HOURS_STUDENT:=0.08}" ;;
+        # fixed numbers of updates, no wall-clock caps: every student of a comparison trains equally long
+        : "${MAX_UPDATE_TEACHER:=1500}" "${MAX_UPDATE_STUDENT:=1000}" "${SEQKD_BEAM:=1}" ;;
     full)
         : "${SPM_VOCAB:=8000}" "${TEACHER_ARCH:=transformer_iwslt_de_en}" "${DIRECTIONS:=en-de de-en}" "${DROPOUT:=0.3}"
         : "${TEACHER_ARCH_ARGS:=}"
