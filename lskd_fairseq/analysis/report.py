@@ -548,6 +548,8 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
             ev.append(f"{label}: ECE {ea:.4f} with LS vs {eb:.4f} without")
             verdicts.append(REPRODUCED if ea < eb - 0.005 else NOT_REPRODUCED if ea > eb + 0.005 else INCONCLUSIVE)
     v = verdicts[0] if verdicts and len(set(verdicts)) == 1 else INCONCLUSIVE
+    if len(set(verdicts)) > 1:
+        ev.append("the two tracks disagree (a difference under 0.005 counts as none)")
     out.append(("calibration", PN.CLAIMS["calibration"], _verdict(study, v), "; ".join(ev) or "missing"))
 
     # NMT word-level KD
