@@ -295,6 +295,17 @@ def _flatten_kd_inputs(student_logits, teacher, topk, ignore_mask):
     return student, idx, vals, keep
 
 
+def _fused_sums(student_logits, target, teacher, ls_ab, temperature, topk, ignore_index):
+    """Summed ``(a*nll + b*smooth, nll, KD)`` from one ``_LSKD`` pass (positions equal to
+    ``ignore_index`` left out)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    mask = target.eq(ignore_index) if ignore_index is not None else None
+    student, idx, vals, keep = _flatten_kd_inputs(student_logits, teacher, topk, mask)
+    ls_rows, nll_rows, kd_rows = _LSKD.apply(student, target.reshape(-1), keep, idx, vals, ls_ab, float(temperature))
+    return ls_rows.sum(), nll_rows.sum(), kd_rows.sum()
+
+
 def ls_kd_loss(
     lprobs: Optional[torch.Tensor],
     target: torch.Tensor,
@@ -328,13 +339,8 @@ def ls_kd_loss(
         return ls, {"ls_loss": ls.detach(), "nll_loss": nll.detach(), "kd_loss": ls.new_zeros(())}
     if student_logits is None or teacher is None:
         raise ValueError("alpha > 0 needs the student's logits and a teacher output")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    mask = target.eq(ignore_index) if ignore_index is not None else None
-    student, idx, vals, keep = _flatten_kd_inputs(student_logits, teacher, topk, mask)
-    ab = _ls_coefficients(epsilon, student.size(-1), convention)
-    ls_rows, nll_rows, kd_rows = _LSKD.apply(student, target.reshape(-1), keep, idx, vals, ab, float(temperature))
-    ls, nll, kd = ls_rows.sum(), nll_rows.sum(), kd_rows.sum()
+    ab = _ls_coefficients(epsilon, student_logits.size(-1), convention)
+    ls, nll, kd = _fused_sums(student_logits, target, teacher, ab, temperature, topk, ignore_index)
     loss = kd if alpha == 1.0 else (1.0 - alpha) * ls + alpha * kd
     return loss, {"ls_loss": ls.detach(), "nll_loss": nll.detach(), "kd_loss": kd.detach()}
 
@@ -392,16 +398,9 @@ def seq_kd_loss(
         if alpha > 0.0:
             if seq_logits is None or teacher is None:
                 raise ValueError("alpha > 0 needs the student's logits and the teacher's output on the sequence")
-            if temperature <= 0:
-                raise ValueError(f"temperature must be > 0, got {temperature}")
-            # NLL (an LS term with a = 1, b = 0) and KD in one fused pass over the logits:
+            # NLL (the LS term with a = 1, b = 0) and KD in one fused pass over the logits:
             # no log-probability buffer, one softmax shared at T = 1
-            mask = seq_target.eq(ignore_index) if ignore_index is not None else None
-            student, idx, vals, keep = _flatten_kd_inputs(seq_logits, teacher, topk, mask)
-            nll_rows, _, kd_rows = _LSKD.apply(
-                student, seq_target.reshape(-1), keep, idx, vals, (1.0, 0.0), float(temperature)
-            )
-            seq_nll, kd = nll_rows.sum(), kd_rows.sum()
+            seq_nll, _, kd = _fused_sums(seq_logits, seq_target, teacher, (1.0, 0.0), temperature, topk, ignore_index)
             seq_term = seq_nll + alpha * kd
             parts["kd_loss"] = kd.detach()
         else:
