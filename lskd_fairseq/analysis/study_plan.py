@@ -249,8 +249,8 @@ def nmt_runs(scale: Scale, work: str) -> List[Run]:
                         {"stage": lo, "stop_stage": hi or lo, "steps": steps,
                          "max_update": n.max_update_teacher if what == "teacher" else n.max_update_student},
                         total=total, unit="update", deps=list(deps)))
-    if n.kd_sweep_temperatures:
-        steps = [f"student_wordkd_{tn}_{t_tag(t)}" for t in n.kd_sweep_temperatures for tn in ("ls", "nols")]
+    steps = nmt_sweep_names(scale)
+    if steps:
         runs.append(Run("nmt/temperature_sweep", "nmt", "recipe_stage",
                         "NMT word-level KD students of both teachers at T = "
                         + ", ".join(f"{t:g}" for t in n.kd_sweep_temperatures),
@@ -264,7 +264,8 @@ def nmt_runs(scale: Scale, work: str) -> List[Run]:
 
 def nmt_sweep_names(scale: Scale) -> List[str]:
     """Recipe model names of the NMT temperature sweep (without T=1: those are student_wordkd_*)."""
-    return [f"student_wordkd_{tn}_{t_tag(t)}" for t in scale.nmt.kd_sweep_temperatures for tn in ("ls", "nols")]
+    return [f"student_wordkd_{tn}_{t_tag(t)}" for t in scale.nmt.kd_sweep_temperatures if float(t) != 1.0
+            for tn in ("ls", "nols")]
 
 
 def plan(scale_name: str, work: str, tracks=("nmt", "vision")) -> List[Run]:

@@ -72,6 +72,7 @@ class Study:
         self.n_total = len(self.runs)
         self.index = {r.id: i + 1 for i, r in enumerate(self.runs)}
         self.by_id = {r.id: r for r in self.runs}
+        self._chain: Dict[str, float] = {}  # critical-path seconds, see chain_s
         self.status: Dict[str, str] = {}
         self.durations: Dict[str, float] = {}
         self.est_done = 0.0
@@ -449,12 +450,9 @@ class Study:
     def chain_s(self, rid: str) -> float:
         """Estimated seconds from the start of ``rid`` to the end of the longest chain of runs
         that wait for it (critical-path length); cached."""
-        if not hasattr(self, "_chain"):
-            self._chain: Dict[str, float] = {}
         if rid not in self._chain:
             after = [r.id for r in self.runs if rid in r.deps]
-            own = next(r.est_s for r in self.runs if r.id == rid)
-            self._chain[rid] = own + max((self.chain_s(a) for a in after), default=0.0)
+            self._chain[rid] = self.by_id[rid].est_s + max((self.chain_s(a) for a in after), default=0.0)
         return self._chain[rid]
 
     def worker(self, wid: str) -> None:
