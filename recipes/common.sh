@@ -359,6 +359,7 @@ evaluate_all() {  # evaluate_all TGT DIR: every model, one process; results/<nam
 }
 
 lskd_nmt_main() {
+    lskd_sweep_temperatures > /dev/null   # refuse a bad KD_SWEEP_TEMPERATURES now, not after hours of training
     # (name, teacher, kd, ls) of every model, in table order; with SEQKD_BETA=1 a Seq-KD
     # student's loss is the unsmoothed NLL of the teacher's sequences
     if [ "$SEQKD_BETA" = 1 ]; then SEQKD_LS=0; else SEQKD_LS="$STUDENT_LS (gold term)"; fi

@@ -162,3 +162,9 @@ def test_a_rewritten_checkpoint_is_scored_again(smoke_run):
     assert "student_nokd: scoring again" in last and "skip student_nokd" not in last
     assert "skip student_seqkd_ls" in last
     assert res_json.stat().st_mtime >= later
+
+
+def test_bad_sweep_temperatures_are_refused_before_any_work(tmp_path):
+    res = _run(tmp_path / "w", "--kd-sweep-temperatures", "2 -1", "--stop-stage", "prepare", timeout=120)
+    assert res.returncode != 0 and "KD_SWEEP_TEMPERATURES: '-1' is not a positive number" in res.stderr
+    assert not (tmp_path / "w" / "raw").exists()
