@@ -358,11 +358,7 @@ def bleu_cmp(nm: Dict, x: str, y: str) -> Tuple[float, str, int]:
 def nmt_temperature_pairs(study) -> List[Tuple[float, str, str]]:
     """(T, student of the LS teacher, student of the no-LS teacher) for every NMT temperature:
     T=1 is student_wordkd_*, the sweep adds student_wordkd_*_T<t>."""
-    pairs = [(1.0, "student_wordkd_ls", "student_wordkd_nols")]
-    for t in study.scale.nmt.kd_sweep_temperatures:
-        if float(t) != 1.0:
-            pairs.append((float(t), f"student_wordkd_ls_{SP.t_tag(t)}", f"student_wordkd_nols_{SP.t_tag(t)}"))
-    return pairs
+    return [(1.0, "student_wordkd_ls", "student_wordkd_nols")] + SP.nmt_sweep_pairs(study.scale)
 
 
 def _nmt_temperature_verdict(study, nm: Dict) -> Tuple[Optional[str], str]:
@@ -553,9 +549,6 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     out.append(("calibration", PN.CLAIMS["calibration"], _verdict(study, v), "; ".join(ev) or "missing"))
 
     # NMT word-level KD
-    def _cmp(x: str, y: str):
-        return bleu_cmp(nm, x, y)
-
     weak_nmt = all(k in nm for k in ("teacher_ls", "teacher_nols")) and \
         min(nm["teacher_ls"]["bleu"], nm["teacher_nols"]["bleu"]) < MIN_NMT_TEACHER_BLEU
     weak_note = f"; teachers below {MIN_NMT_TEACHER_BLEU} BLEU: too weak to compare" if weak_nmt else ""
@@ -566,7 +559,7 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
         return REPRODUCED if sign > 0 else NOT_REPRODUCED if sign < 0 else INCONCLUSIVE
 
     if all(k in nm for k in ("teacher_ls", "teacher_nols")):
-        dt, ct, st_ = _cmp("teacher_ls", "teacher_nols")
+        dt, ct, st_ = bleu_cmp(nm, "teacher_ls", "teacher_nols")
         a, b = nm["teacher_ls"], nm["teacher_nols"]
         ev = (f"teacher BLEU {a['bleu']:.2f} (LS) vs {b['bleu']:.2f} (no LS), {dt:+.2f} ({ct}); chrF "
               f"{f2(a.get('chrf'))} vs {f2(b.get('chrf'))}; one seed, so the interval covers test-set noise only"
@@ -576,7 +569,7 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
         out.append(("nmt_teacher", PN.CLAIMS["nmt_teacher"], INCONCLUSIVE, "NMT teachers missing"))
 
     if all(k in nm for k in ("student_wordkd_ls", "student_wordkd_nols")):
-        ds, cs, ss = _cmp("student_wordkd_ls", "student_wordkd_nols")
+        ds, cs, ss = bleu_cmp(nm, "student_wordkd_ls", "student_wordkd_nols")
         ev = (f"word-KD student {nm['student_wordkd_ls']['bleu']:.2f} (LS teacher) vs "
               f"{nm['student_wordkd_nols']['bleu']:.2f} (no-LS teacher), {ds:+.2f} ({cs}); one seed" + weak_note)
         out.append(("nmt_word_kd", PN.CLAIMS["nmt_word_kd"], _verdict(study, _sign_verdict(ss)), ev))
@@ -587,8 +580,8 @@ def claims(study, d: Dict) -> List[Tuple[str, str, str, str]]:
     # a counted decline with no counted improvement
     if all(k in nm for k in ("student_nokd", "student_seqkd_ls", "student_seqkd_nols")):
         base = nm["student_nokd"]["bleu"]
-        gl, cl, sl_ = _cmp("student_seqkd_ls", "student_nokd")
-        gn, cn, sn_ = _cmp("student_seqkd_nols", "student_nokd")
+        gl, cl, sl_ = bleu_cmp(nm, "student_seqkd_ls", "student_nokd")
+        gn, cn, sn_ = bleu_cmp(nm, "student_seqkd_nols", "student_nokd")
         signs = (sl_, sn_)
         v = REPRODUCED if 1 in signs and -1 not in signs else NOT_REPRODUCED if -1 in signs and 1 not in signs \
             else INCONCLUSIVE

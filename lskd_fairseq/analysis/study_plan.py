@@ -24,7 +24,7 @@ scale is sized to take about as long as the recipe's cpu scale on one core.
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # ../shared/data beside the checkout, or $LSKD_SHARED_DATA
@@ -262,10 +262,16 @@ def nmt_runs(scale: Scale, work: str) -> List[Run]:
     return runs
 
 
+def nmt_sweep_pairs(scale: Scale) -> List[Tuple[float, str, str]]:
+    """(T, student of the LS teacher, student of the no-LS teacher): the recipe's model names of the
+    NMT temperature sweep (T=1 left out, as the recipe does: those are student_wordkd_*)."""
+    return [(float(t), f"student_wordkd_ls_{t_tag(t)}", f"student_wordkd_nols_{t_tag(t)}")
+            for t in scale.nmt.kd_sweep_temperatures if float(t) != 1.0]
+
+
 def nmt_sweep_names(scale: Scale) -> List[str]:
-    """Recipe model names of the NMT temperature sweep (without T=1: those are student_wordkd_*)."""
-    return [f"student_wordkd_{tn}_{t_tag(t)}" for t in scale.nmt.kd_sweep_temperatures if float(t) != 1.0
-            for tn in ("ls", "nols")]
+    """Recipe model names of the NMT temperature sweep, in training order."""
+    return [name for _, ls, nols in nmt_sweep_pairs(scale) for name in (ls, nols)]
 
 
 def plan(scale_name: str, work: str, tracks=("nmt", "vision")) -> List[Run]:
