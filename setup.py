@@ -21,8 +21,10 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["lskd_fairseq", "lskd_fairseq.*"])
     + ["lskd_vision"]
-    + ["lskd_vision." + p for p in find_packages(where="vision")],
-    package_dir={"lskd_vision": "vision"},
+    + ["lskd_vision." + p for p in find_packages(where="vision")]
+    + ["lskd_study"]
+    + ["lskd_study." + p for p in find_packages(where="study")],
+    package_dir={"lskd_vision": "vision", "lskd_study": "study"},
     install_requires=[
         "torch",
         "torchvision",
@@ -38,9 +40,9 @@ setup(
             "lskd-distill-data = lskd_fairseq.cli.distill_data:main",
             "lskd-teacher-cache = lskd_fairseq.cli.teacher_cache:main",
             "lskd-bleu = lskd_fairseq.cli.bleu:main",
-            "lskd-stability = lskd_fairseq.cli.stability:main",
-            "lskd-plot = lskd_fairseq.cli.plot:main",
-            "lskd-study = lskd_fairseq.cli.study:main",
+            "lskd-stability = lskd_study.cli.stability:main",
+            "lskd-plot = lskd_study.cli.plot:main",
+            "lskd-study = lskd_study.cli.study:main",
             "lskd-vision-train = lskd_vision.train:main",
             "lskd-vision-report = lskd_vision.report:main",
         ]

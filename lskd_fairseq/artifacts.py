@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from lskd_fairseq.atomic import atomic_path, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "lskd-topk-cache"
@@ -93,15 +95,6 @@ def data_fingerprint(data: str, split: str, src: str, tgt: str) -> Dict[str, obj
 
 
 # --------------------------------------------------------------------------- atomic files
-
-
-def write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str) -> Optional[dict]:
@@ -171,8 +164,8 @@ class TopKCacheWriter:
         self._ids.flush()
         self._logits.flush()
         del self._ids, self._logits
-        np.save(self.paths["offsets"] + ".tmp.npy", self.offsets)
-        os.replace(self.paths["offsets"] + ".tmp.npy", self.paths["offsets"])
+        with atomic_path(self.paths["offsets"], suffix=".npy") as tmp:
+            np.save(tmp, self.offsets)
         os.replace(self.paths["ids"] + ".tmp", self.paths["ids"])
         os.replace(self.paths["logits"] + ".tmp", self.paths["logits"])
         total = sum(os.path.getsize(self.paths[p]) for p in ("ids", "logits", "offsets"))
@@ -182,7 +175,7 @@ class TopKCacheWriter:
             logit_dtype="float16", n_samples=len(self.offsets) - 1, n_tokens=self.n_tokens,
             total_bytes=total, bytes_per_token=total / max(1, self.n_tokens), complete=True,
         )
-        write_json_atomic(self.paths["header"], header)  # last: marks the cache complete
+        atomic_write_json(self.paths["header"], header)  # last: marks the cache complete
         return header
 
 
@@ -282,8 +275,100 @@ class TopKCache:
                 )
 
 
+# --------------------------------------------------------------------------- distilled corpora
+
+MANIFEST_FORMAT = "lskd-distilled-data"
+MANIFEST_VERSION = 1
+
+
+class DistillError(ArtifactError):
+    """Inputs that cannot give a faithful distilled corpus."""
+
+
+def manifest_path(out: str, split: str) -> str:
+    return os.path.join(out, f"{split}.distill.json")
+
+
+
+def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_dict, tgt_dict, required=True):
+    """Load the distilled targets of ``split`` from ``ddir``, refusing a mismatch with
+    the gold data (size, source sentences, dictionaries). Returns None when the split
+    is absent and not ``required``."""
+    from fairseq.data import Dictionary, data_utils
+
+    if not os.path.isdir(ddir):
+        raise DistillError(f"--distilled-data: no such directory: {ddir}")
+    man = artifacts.read_json(manifest_path(ddir, split))
+    if man is None:
+        if not required:
+            return None
+        raise DistillError(
+            f"--distilled-data {ddir}: no complete distilled split {split!r} ({manifest_path(ddir, split)} "
+            f"missing: not made by lskd-distill-data, or the run was interrupted; rerun it)"
+        )
+    if man.get("format") != MANIFEST_FORMAT or not man.get("complete"):
+        raise DistillError(f"{manifest_path(ddir, split)} is not a complete lskd-distill-data manifest")
+    where = f"--distilled-data {ddir} (split {split!r})"
+    for lang, d in ((src, src_dict), (tgt, tgt_dict)):
+        path = os.path.join(ddir, f"dict.{lang}.txt")
+        if not os.path.isfile(path):
+            raise DistillError(f"{where}: missing dictionary {path}")
+        theirs = Dictionary.load(path)
+        if theirs.symbols != d.symbols:
+            n = min(len(theirs), len(d))
+            first = next((i for i in range(n) if theirs.symbols[i] != d.symbols[i]), n)
+            raise DistillError(
+                f"{where}: its {lang} dictionary differs from the gold data's ({len(theirs)} vs {len(d)} "
+                f"symbols, first difference at index {first}); distil from this data-bin with its teacher"
+            )
+    if man.get("n_output") != n_gold or man.get("on_filtered") == "drop":
+        raise DistillError(
+            f"{where} has {man.get('n_output')} samples, the gold split has {n_gold}"
+            + (" (it was made with --on-filtered drop, which is not aligned by sample id; remake it "
+               "with --on-filtered reference)" if man.get("on_filtered") == "drop" else "")
+        )
+    dprefix = artifacts.find_split_prefix(ddir, split, src, tgt)
+    gprefix = artifacts.find_split_prefix(gold_dir, split, src, tgt)
+    dsrc = data_utils.load_indexed_dataset(dprefix + src, src_dict)
+    dtgt = data_utils.load_indexed_dataset(dprefix + tgt, tgt_dict)
+    gsrc = data_utils.load_indexed_dataset(gprefix + src, src_dict)
+    if dsrc is None or dtgt is None or gsrc is None:
+        raise DistillError(f"{where}: could not open the binarized files ({dprefix}*)")
+    if len(dsrc) != n_gold or len(dtgt) != n_gold or len(gsrc) != n_gold:
+        raise DistillError(
+            f"{where}: {len(dsrc)} source / {len(dtgt)} target samples, the gold split has {n_gold}"
+        )
+    same = np.array_equal(np.asarray(dsrc.sizes), np.asarray(gsrc.sizes))
+    if same:
+        same = artifacts.sha256_file(dprefix + src + ".bin") == artifacts.sha256_file(gprefix + src + ".bin")
+    if not same:
+        first = next(i for i in range(n_gold) if not torch.equal(dsrc[i], gsrc[i]))
+        raise DistillError(
+            f"{where}: its source sentences differ from the gold data's, first at sample {first}; "
+            f"it was distilled from other data (or in another order)"
+        )
+    return dtgt
+
+
+
+def setup_translation_task(data, src, tgt, max_src=1024, max_tgt=1024):
+    """A plain fairseq ``TranslationTask`` over ``data`` (for the tools that read a data-bin)."""
+    from lskd_fairseq import fairseq_compat
+
+    fairseq_compat.apply()  # checkpoint loading under torch >= 2.6
+    from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+    cfg = TranslationConfig(data=data, source_lang=src, target_lang=tgt,
+                            max_source_positions=max_src, max_target_positions=max_tgt,
+                            train_subset="train", dataset_impl=None, required_seq_len_multiple=1)
+    task = TranslationTask.setup_task(cfg)
+    return task
+
+
+
 __all__: List[str] = [
-    "ArtifactError", "TopKCache", "TopKCacheWriter", "cache_paths", "data_fingerprint",
-    "dictionary_sha256", "find_split_prefix", "read_json", "sha256_file", "teacher_fingerprint",
-    "write_json_atomic",
+    "ArtifactError", "DistillError", "MANIFEST_FORMAT", "MANIFEST_VERSION", "TopKCache", "TopKCacheWriter",
+    "cache_paths", "check_distilled_against_gold", "data_fingerprint", "dictionary_sha256",
+    "find_split_prefix", "manifest_path", "read_json", "setup_translation_task", "sha256_file",
+    "teacher_fingerprint",
 ]

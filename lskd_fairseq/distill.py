@@ -50,21 +50,18 @@ import numpy as np
 import torch
 
 from lskd_fairseq import artifacts
-from lskd_fairseq.artifacts import ArtifactError
+from lskd_fairseq.atomic import atomic_write_json
+from lskd_fairseq.artifacts import (
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    ArtifactError,
+    DistillError,
+    check_distilled_against_gold,
+    manifest_path,
+    setup_translation_task,
+)
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_FORMAT = "lskd-distilled-data"
-MANIFEST_VERSION = 1
-
-
-class DistillError(ArtifactError):
-    """Inputs that cannot give a faithful distilled corpus."""
-
-
-def manifest_path(out: str, split: str) -> str:
-    return os.path.join(out, f"{split}.distill.json")
-
 
 # --------------------------------------------------------------------------- text
 
@@ -171,7 +168,7 @@ class PartialStore:
             shutil.rmtree(self.dir)
         os.makedirs(self.dir, exist_ok=True)
         if not os.path.exists(self.state_path):
-            artifacts.write_json_atomic(self.state_path, {"fingerprint": fingerprint})
+            atomic_write_json(self.state_path, {"fingerprint": fingerprint})
         self.done: Dict[int, list] = {}
         if os.path.exists(self.hyps_path):
             good = 0
@@ -201,69 +198,6 @@ class PartialStore:
         self._f.close()
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- checks used by the task
-
-
-def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_dict, tgt_dict, required=True):
-    """Load the distilled targets of ``split`` from ``ddir``, refusing a mismatch with
-    the gold data (size, source sentences, dictionaries). Returns None when the split
-    is absent and not ``required``."""
-    from fairseq.data import Dictionary, data_utils
-
-    if not os.path.isdir(ddir):
-        raise DistillError(f"--distilled-data: no such directory: {ddir}")
-    man = artifacts.read_json(manifest_path(ddir, split))
-    if man is None:
-        if not required:
-            return None
-        raise DistillError(
-            f"--distilled-data {ddir}: no complete distilled split {split!r} ({manifest_path(ddir, split)} "
-            f"missing: not made by lskd-distill-data, or the run was interrupted; rerun it)"
-        )
-    if man.get("format") != MANIFEST_FORMAT or not man.get("complete"):
-        raise DistillError(f"{manifest_path(ddir, split)} is not a complete lskd-distill-data manifest")
-    where = f"--distilled-data {ddir} (split {split!r})"
-    for lang, d in ((src, src_dict), (tgt, tgt_dict)):
-        path = os.path.join(ddir, f"dict.{lang}.txt")
-        if not os.path.isfile(path):
-            raise DistillError(f"{where}: missing dictionary {path}")
-        theirs = Dictionary.load(path)
-        if theirs.symbols != d.symbols:
-            n = min(len(theirs), len(d))
-            first = next((i for i in range(n) if theirs.symbols[i] != d.symbols[i]), n)
-            raise DistillError(
-                f"{where}: its {lang} dictionary differs from the gold data's ({len(theirs)} vs {len(d)} "
-                f"symbols, first difference at index {first}); distil from this data-bin with its teacher"
-            )
-    if man.get("n_output") != n_gold or man.get("on_filtered") == "drop":
-        raise DistillError(
-            f"{where} has {man.get('n_output')} samples, the gold split has {n_gold}"
-            + (" (it was made with --on-filtered drop, which is not aligned by sample id; remake it "
-               "with --on-filtered reference)" if man.get("on_filtered") == "drop" else "")
-        )
-    dprefix = artifacts.find_split_prefix(ddir, split, src, tgt)
-    gprefix = artifacts.find_split_prefix(gold_dir, split, src, tgt)
-    dsrc = data_utils.load_indexed_dataset(dprefix + src, src_dict)
-    dtgt = data_utils.load_indexed_dataset(dprefix + tgt, tgt_dict)
-    gsrc = data_utils.load_indexed_dataset(gprefix + src, src_dict)
-    if dsrc is None or dtgt is None or gsrc is None:
-        raise DistillError(f"{where}: could not open the binarized files ({dprefix}*)")
-    if len(dsrc) != n_gold or len(dtgt) != n_gold or len(gsrc) != n_gold:
-        raise DistillError(
-            f"{where}: {len(dsrc)} source / {len(dtgt)} target samples, the gold split has {n_gold}"
-        )
-    same = np.array_equal(np.asarray(dsrc.sizes), np.asarray(gsrc.sizes))
-    if same:
-        same = artifacts.sha256_file(dprefix + src + ".bin") == artifacts.sha256_file(gprefix + src + ".bin")
-    if not same:
-        first = next(i for i in range(n_gold) if not torch.equal(dsrc[i], gsrc[i]))
-        raise DistillError(
-            f"{where}: its source sentences differ from the gold data's, first at sample {first}; "
-            f"it was distilled from other data (or in another order)"
-        )
-    return dtgt
 
 
 # --------------------------------------------------------------------------- the tool
@@ -317,17 +251,6 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_task(data, src, tgt, max_src=1024, max_tgt=1024):
-    import lskd_fairseq.tasks  # noqa: F401  (compat fixes, registrations)
-    from fairseq.tasks.translation import TranslationConfig, TranslationTask
-
-    cfg = TranslationConfig(data=data, source_lang=src, target_lang=tgt,
-                            max_source_positions=max_src, max_target_positions=max_tgt,
-                            train_subset="train", dataset_impl=None, required_seq_len_multiple=1)
-    task = TranslationTask.setup_task(cfg)
-    return task
-
-
 def _fmt_counts(c: Dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in c.items())
 
@@ -344,7 +267,7 @@ def run(args) -> dict:
         raise DistillError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     if args.fp16 and (args.cpu or not torch.cuda.is_available()):
         raise DistillError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
-    task = _setup_task(args.data, args.source_lang, args.target_lang)
+    task = setup_translation_task(args.data, args.source_lang, args.target_lang)
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
     split = args.split
     os.makedirs(args.out, exist_ok=True)
@@ -539,7 +462,7 @@ def run(args) -> dict:
         "other_splits": "copied" if args.copy_other_splits else "symlinked", "other_split_files": linked,
         "elapsed_seconds": time.time() - t_start, "complete": True,
     }
-    artifacts.write_json_atomic(mpath, manifest)  # last: marks the split complete
+    atomic_write_json(mpath, manifest)  # last: marks the split complete
     store.close(remove=True)
     filt = {k: v for k, v in counts.items() if k not in ("total", "kept")}
     print(

@@ -26,6 +26,7 @@ classes at temperature T (Tan et al. 2019), while the student's log-probabilitie
 are always normalised over the full vocabulary.
 """
 
+import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -38,6 +39,41 @@ TeacherOutput = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 # Rows are processed in chunks of about this many elements, so the KD term never
 # materialises a second (N, V) float32 tensor on top of the logits.
 _CHUNK_ELEMENTS = 1 << 22
+
+
+def check_kd_options(label_smoothing: float = 0.0, kd_alpha: float = 0.0, kd_temperature: float = 1.0,
+                     kd_topk: int = 0, prefix: str = "--") -> None:
+    """The one validation of LS/KD option values, shared by both fairseq criteria and
+    ``lskd-vision-train``: epsilon in [0, 1), alpha in [0, 1], T > 0, top-k >= 0.
+
+    Raises ``ValueError`` listing every bad value with its option name (``prefix`` +
+    ``label-smoothing`` etc.), so each caller can show it as its own usage error.
+    """
+    problems = []
+    if not 0.0 <= label_smoothing < 1.0:
+        problems.append(f"{prefix}label-smoothing must be in [0, 1), got {label_smoothing}")
+    if not 0.0 <= kd_alpha <= 1.0:
+        problems.append(f"{prefix}kd-alpha must be in [0, 1], got {kd_alpha}")
+    if not kd_temperature > 0.0:
+        problems.append(f"{prefix}kd-temperature must be > 0, got {kd_temperature}")
+    if int(kd_topk) != kd_topk or kd_topk < 0:
+        problems.append(f"{prefix}kd-topk must be an integer >= 0 (0 = all classes), got {kd_topk}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def ensemble_log_probs(logits: Sequence[torch.Tensor], dim: int = -1) -> torch.Tensor:
+    """The one teacher-ensemble rule (NMT and vision): the log of the average of the
+    members' probabilities, computed in log space, in float32 or wider.
+
+    One member: its logits unchanged (they are a valid teacher output as they are).
+    Several: ``log(mean_i softmax(z_i))``, a logit vector whose softmax at T=1 is the
+    averaged distribution (at T != 1 the average is taken at T=1, then tempered).
+    """
+    if len(logits) == 1:
+        return logits[0]
+    lps = torch.stack([torch.log_softmax(z.to(_loss_dtype(z.dtype)), dim=dim) for z in logits])
+    return torch.logsumexp(lps, dim=0) - math.log(len(logits))
 
 
 def label_smoothed_nll_loss(

@@ -11,7 +11,6 @@ An ensemble's distribution is the average of its members' probabilities; its
 """
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
@@ -19,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from lskd_fairseq import fairseq_compat
+from lskd_fairseq.losses import ensemble_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -216,10 +216,4 @@ class Teacher:
         return TeacherOutput(dist=dist, nll_sum=nll, top1=top1.view(bsz, tlen))
 
     def _chunk_logits(self, flat_feats, lo: int, hi: int) -> torch.Tensor:
-        if len(self.models) == 1:
-            return self.models[0].decoder.output_layer(flat_feats[0][lo:hi])
-        lps = [
-            torch.log_softmax(m.decoder.output_layer(f[lo:hi]).float(), dim=-1)
-            for m, f in zip(self.models, flat_feats)
-        ]
-        return torch.logsumexp(torch.stack(lps), dim=0) - math.log(len(lps))
+        return ensemble_log_probs([m.decoder.output_layer(f[lo:hi]) for m, f in zip(self.models, flat_feats)])

@@ -11,7 +11,7 @@ import torch
 
 from conftest import run_cli
 
-from lskd_fairseq.analysis import projection as proj
+from lskd_study import projection as proj
 
 
 def stability_direct(p: np.ndarray, y: np.ndarray):
@@ -151,7 +151,7 @@ def test_vision_stability_cli_matches_the_formula(tmp_path):
 
 
 def test_vision_features_and_projection_use_the_classifier_templates(tmp_path):
-    from lskd_fairseq.analysis.stability import vision_stability
+    from lskd_study.stability import vision_stability
 
     data = _tiny_image_folder(tmp_path / "imgs")
     ck = tmp_path / "model.pt"
@@ -189,7 +189,7 @@ def test_plot_cli_writes_each_figure(tmp_path):
                    "2026 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 8.5 | nll_loss 8.2\n"
                    "2026 | INFO | train | epoch 002 | loss 8.1 | nll_loss 7.9 | num_updates 20\n"
                    "2026 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 7.5 | nll_loss 7.2\n")
-    from lskd_fairseq.analysis.figures import fairseq_curve
+    from lskd_study.figures import fairseq_curve
 
     c = fairseq_curve(str(log), "x")
     assert c["epoch"] == [1, 2] and c["train_loss"] == [9.1, 8.1] and c["valid"] == [8.2, 7.2]
@@ -253,7 +253,7 @@ def test_fairseq_stability_rejects_a_missing_checkpoint(tmp_path):
 def test_paired_bootstrap_matches_sacrebleu_and_is_zero_for_identical_systems():
     import sacrebleu
 
-    from lskd_fairseq.analysis.bootstrap import paired_bootstrap
+    from lskd_study.bootstrap import paired_bootstrap
 
     refs = ["a cat sits on the mat", "the dog runs in the park", "two men play football", "a red car"]
     a = ["a cat sits on a mat", "the dog runs in a park", "two men play soccer", "a red car"]
@@ -273,7 +273,7 @@ def _fake_vision_metrics(top1, n=10000, loss=1.0):
 def _fake_study(scale="cpu"):
     from types import SimpleNamespace
 
-    from lskd_fairseq.analysis import study_plan as SP
+    from lskd_study import study_plan as SP
 
     return SimpleNamespace(scale_name=scale, scale=SP.SCALE_DEFS[scale])
 
@@ -296,7 +296,7 @@ def _fake_data(student_ls_t1=80.0, student_ls_t4=75.0):
 
 
 def test_verdicts_follow_the_numbers():
-    from lskd_fairseq.analysis.report import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims
+    from lskd_study.report import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims
 
     got = {k: v for k, _, v, _ in claims(_fake_study("cpu"), _fake_data())}
     assert got["erasure"] == REPRODUCED
@@ -333,7 +333,7 @@ def test_verdicts_follow_the_numbers():
 def test_a_bleu_win_bought_with_more_updates_is_not_counted():
     """Wall-clock caps give models different numbers of updates: a model that is better and also
     trained more than 10% longer is no evidence; a better model that trained less is."""
-    from lskd_fairseq.analysis.report import INCONCLUSIVE, REPRODUCED, claims
+    from lskd_study.report import INCONCLUSIVE, REPRODUCED, claims
 
     d = _fake_data()
     d["nmt"]["student_wordkd_ls"]["num_updates"], d["nmt"]["student_wordkd_nols"]["num_updates"] = 1200, 1000
@@ -345,7 +345,7 @@ def test_a_bleu_win_bought_with_more_updates_is_not_counted():
 
 
 def test_long_tail_verdict_compares_the_ls_gain_on_both_training_sets():
-    from lskd_fairseq.analysis.report import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims
+    from lskd_study.report import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims
 
     def with_lt(t_ls, t_no, s_ls, s_no):
         d = _fake_data()

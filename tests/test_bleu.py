@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from lskd_fairseq.atomic import atomic_write_json
 from lskd_fairseq.cli import bleu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,7 +144,7 @@ def test_missing_ids_are_refused_and_empty_hypotheses_kept(tmp_path):
 
 def test_table_lists_every_model_with_numbers(tmp_path):
     for order, name, b in ((2, "student", 20.5), (1, "teacher", 30.25)):
-        bleu.write_json(
+        atomic_write_json(
             str(tmp_path / f"{name}.json"),
             {"name": name, "order": order, "bleu": b, "chrf": 50.0, "params": 1234567, "train_seconds": 125,
              "bleu_signature": "nrefs:1|sig", "teacher": "teacher" if name == "student" else "–"},

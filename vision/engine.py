@@ -14,10 +14,8 @@ with ``torch.load(path, weights_only=True)``; they are always read that way.
 """
 
 import contextlib
-import json
 import math
 import os
-import tempfile
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -26,7 +24,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lskd_fairseq.losses import ls_kd_loss
+from lskd_fairseq.atomic import atomic_save, atomic_write_json, atomic_write_text
+from lskd_fairseq.losses import ensemble_log_probs, ls_kd_loss
 from lskd_fairseq.metrics import CalibrationMeter
 
 from .models import build_model, penultimate_hook
@@ -60,35 +59,6 @@ def all_reduce_(t: torch.Tensor) -> torch.Tensor:
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
-
-# ------------------------------------------------------------------ atomic IO
-def atomic_write_bytes(path: str, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(obj, path: str) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def load_checkpoint(path: str) -> Dict:
@@ -186,10 +156,7 @@ class TeacherEnsemble(nn.Module):
 
     @torch.no_grad()
     def forward(self, x):
-        if len(self.models) == 1:
-            return self.models[0](x)
-        logp = torch.stack([F.log_softmax(m(x).float(), dim=-1) for m in self.models])
-        return torch.logsumexp(logp, dim=0) - math.log(len(self.models))
+        return ensemble_log_probs([m(x) for m in self.models])
 
 
 def load_teachers(paths: Sequence[str], num_classes: int, class_names: Optional[List[str]] = None, device="cpu"):

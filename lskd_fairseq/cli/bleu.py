@@ -26,8 +26,9 @@ import json
 import os
 import re
 import sys
-import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
+
+from lskd_fairseq.atomic import atomic_write_json, atomic_write_lines, atomic_write_text
 
 SPM_SPACE = "\u2581"  # sentencepiece's word-boundary marker
 
@@ -46,29 +47,6 @@ def read_lines(path: str) -> List[str]:
     """Lines of a (possibly gzipped) text file, right-stripped, as ``sacrebleu`` reads them."""
     with _open_text(path) as f:
         return [line.rstrip() for line in f]
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_lines_atomic(path: str, lines: Iterable[str]) -> None:
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
-
-
-def write_json(path: str, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and a rename."""
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------- generate output
@@ -222,7 +200,7 @@ def evaluate(
         hyp_lines = spm_decode(hyp_lines, spm_model)
         decoded = True
     if hyp_out:
-        write_lines_atomic(hyp_out, hyp_lines)
+        atomic_write_lines(hyp_out, hyp_lines)
     res = score(hyp_lines, ref_lines, tokenize=tokenize, lowercase=lowercase)
     res.update(
         {
@@ -358,7 +336,7 @@ def _cmd_score(args) -> int:
             res["train_seconds"] = float(f.read().split()[0])
     res.update(_parse_meta(args.meta))
     if args.json:
-        write_json(args.json, res)
+        atomic_write_json(args.json, res)
     print(res["bleu_string"])
     print(res["chrf_string"])
     return 0
@@ -377,7 +355,7 @@ def _cmd_hyps(args) -> int:
     lines = ordered_hypotheses(hyps, n)
     if args.spm:
         lines = spm_decode(lines, args.spm)
-    write_lines_atomic(args.out, lines)
+    atomic_write_lines(args.out, lines)
     return 0
 
 
@@ -388,7 +366,7 @@ def _cmd_table(args) -> int:
         return 1
     text = markdown_table(results, title=args.title)
     if args.out:
-        write_text_atomic(args.out, text)
+        atomic_write_text(args.out, text)
     else:
         sys.stdout.write(text)
     return 0

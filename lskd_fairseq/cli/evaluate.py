@@ -22,6 +22,7 @@ import os
 import sys
 from typing import List, Optional
 
+from lskd_fairseq.atomic import atomic_path, atomic_write_json
 from lskd_fairseq.cli import bleu
 
 
@@ -55,10 +56,8 @@ def generate(data: str, checkpoint: str, subset: str, out: str, user_dir: str, e
     args = options.parse_args_and_arch(parser, input_args=argv)
     cfg = convert_namespace_to_omegaconf(args)
     utils.import_user_module(cfg.common)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8", buffering=1) as fh:
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", buffering=1) as fh:
         fairseq_generate._main(cfg, fh)
-    os.replace(tmp, out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -114,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         res["generate_args"] = " ".join(gen_args)
         res.update(common)
         res.update(bleu._parse_meta(per_model.get(name, [])))
-        bleu.write_json(out_json, res)
+        atomic_write_json(out_json, res)
         print(f"evaluate: {name}: {res['bleu_string']}", flush=True)
         print(f"evaluate: {name}: {res['chrf_string']}", flush=True)
     return 0

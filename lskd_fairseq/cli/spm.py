@@ -1,7 +1,7 @@
 """Sentencepiece helpers for the recipes: ``python -m lskd_fairseq.cli.spm train|encode``.
 
     python -m lskd_fairseq.cli.spm train --input a.txt b.txt --model-prefix spm/spm --vocab-size 8000
-    python -m lskd_fairseq.cli.spm encode --model spm/spm.model < raw.txt > pieces.txt
+    python -m lskd_fairseq.cli.spm encode --model spm/spm.model --input raw.txt --output pieces.txt
 
 Outputs are written to a temporary name and renamed, so an interrupted run leaves
 no half-written model or file behind.
@@ -9,8 +9,11 @@ no half-written model or file behind.
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
+
+from lskd_fairseq.atomic import atomic_path
 
 
 def train(inputs, model_prefix, vocab_size, model_type="unigram", character_coverage=1.0,
@@ -39,22 +42,25 @@ def train(inputs, model_prefix, vocab_size, model_type="unigram", character_cove
         kwargs.update(input_sentence_size=input_sentence_size, shuffle_input_sentence=True)
     if threads:
         kwargs["num_threads"] = threads
-    spm.SentencePieceTrainer.train(**kwargs)
-    for ext in ("model", "vocab"):
-        os.replace(f"{tmp_prefix}.{ext}", f"{model_prefix}.{ext}")
-    os.rmdir(tmp)
+    try:
+        spm.SentencePieceTrainer.train(**kwargs)
+        # the vocab first: the .model file is what a rerun checks for
+        for ext in ("vocab", "model"):
+            with atomic_path(f"{model_prefix}.{ext}") as dst, open(f"{tmp_prefix}.{ext}", "rb") as src, \
+                    open(dst, "wb") as out:
+                shutil.copyfileobj(src, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def encode_file(model, src, dst):
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=model)
-    d = os.path.dirname(os.path.abspath(dst)) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(dst))
-    with open(src, encoding="utf-8", newline="\n") as fin, os.fdopen(fd, "w", encoding="utf-8") as fout:
+    with atomic_path(dst) as tmp, open(src, encoding="utf-8", newline="\n") as fin, \
+            open(tmp, "w", encoding="utf-8") as fout:
         for line in fin:
             fout.write(" ".join(sp.encode(line.rstrip("\n"), out_type=str)) + "\n")
-    os.replace(tmp, dst)
 
 
 def main(argv=None):

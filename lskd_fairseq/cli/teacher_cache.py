@@ -47,14 +47,13 @@ def get_parser() -> argparse.ArgumentParser:
 def run(args) -> dict:
     from tqdm import tqdm
 
-    from lskd_fairseq.distill import _setup_task
     from lskd_fairseq.teacher import Teacher, split_paths
 
     if args.k < 1:
         raise ArtifactError(f"--k must be >= 1, got {args.k}")
     if args.fp16 and (args.cpu or not torch.cuda.is_available()):
         raise ArtifactError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
-    task = _setup_task(args.data, args.source_lang, args.target_lang)
+    task = artifacts.setup_translation_task(args.data, args.source_lang, args.target_lang)
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
     task.load_dataset(args.split)
     ds = task.dataset(args.split)

@@ -175,12 +175,10 @@ class TranslationKDTask(TranslationTask):
 
     def _load_distilled(self, split):
         """The distilled targets for ``split`` (an indexed dataset), checked against the gold data."""
-        from lskd_fairseq.distill import check_distilled_against_gold
-
         ddir = self.cfg.distilled_data
         src, tgt = self._lang_pair()
         required = split == self.cfg.train_subset
-        tgt_ds = check_distilled_against_gold(
+        tgt_ds = artifacts.check_distilled_against_gold(
             ddir, split, src, tgt, self._gold_data_dir(), len(self.datasets[split]),
             self.src_dict, self.tgt_dict, required=required,
         )

@@ -37,7 +37,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from lskd_fairseq.analysis import study_plan as SP
+from lskd_fairseq.atomic import atomic_write_json
+from lskd_study import study_plan as SP
 
 _print_lock = threading.Lock()
 
@@ -117,11 +118,9 @@ class Study:
 
     def mark_done(self, rid: str, seconds: float, extra: Optional[Dict] = None) -> None:
         path = self.marker(rid)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"run": rid, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "scale": self.scale_name, **(extra or {})}, f)
-        os.replace(tmp, path)
+        atomic_write_json(path, {"run": rid, "seconds": seconds,
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "scale": self.scale_name, **(extra or {})})
 
     def speed(self) -> float:
         """Observed / estimated time of the runs finished in this session, shrunk towards 1 by a
@@ -404,7 +403,7 @@ class Study:
             elif r.kind == "recipe_stage":
                 rc = self._spawn(self.recipe_cmd(r), logpath, wid, False, r.args.get("steps", []))
             elif r.kind == "analysis":
-                from lskd_fairseq.analysis import report as R
+                from lskd_study import report as R
 
                 import torch
 
@@ -504,7 +503,7 @@ class Study:
         return self.finish()
 
     def finish(self) -> int:
-        from lskd_fairseq.analysis import report as R
+        from lskd_study import report as R
 
         path = R.write_report(self)
         n_run = sum(1 for s in self.status.values() if s == "done")

@@ -23,17 +23,6 @@ import sys
 import torch
 
 
-def detect_kind(path: str) -> str:
-    """'vision' for an lskd_vision checkpoint, 'fairseq' otherwise."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return "fairseq"  # fairseq checkpoints need the plugin's allow-list to load weights_only
-    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("lskd_vision"):
-        return "vision"
-    return "fairseq"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lskd-stability", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> dict:
-    from lskd_fairseq.analysis import stability as st
+    from lskd_study import stability as st
+
+    from lskd_study.stability import detect_kind
 
     kind = detect_kind(args.checkpoint) if args.kind == "auto" else args.kind
     if not os.path.isfile(args.checkpoint):
@@ -82,15 +73,13 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, MemoryError) as e:
         print(f"lskd-stability: error: {e}", file=sys.stderr)
         return 2
-    from lskd_fairseq.analysis.stability import format_table
+    from lskd_study.stability import format_table
 
     print(format_table(res, args.rows))
     if args.json:
-        d = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(d, exist_ok=True)
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        from lskd_fairseq.atomic import atomic_write_json
+
+        atomic_write_json(args.json, res, indent=1)
         print(f"\nwritten: {args.json}")
     return 0
 

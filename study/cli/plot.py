@@ -75,11 +75,11 @@ def build_parser():
 
 
 def run(args) -> str:
-    from lskd_fairseq.analysis import figures as F
-    from lskd_fairseq.analysis import plots as P
+    from lskd_study import figures as F
+    from lskd_study import plots as P
 
     if args.cmd == "projection":
-        from lskd_fairseq.analysis.stability import vision_stability
+        from lskd_study.stability import vision_stability
         from lskd_vision.engine import load_checkpoint
 
         classes_all = load_checkpoint(args.with_ls)["config"]["classes"]

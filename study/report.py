@@ -2,8 +2,8 @@
 
 Reads what the runs left (lskd-vision-train's metrics.json/metrics.csv, the
 recipe's results/*.json and training logs), measures 1-S and ECE with
-``lskd_fairseq.analysis.stability``, draws the figures with
-``lskd_fairseq.analysis.plots`` and writes ``report.md`` with every table next
+``lskd_study.stability``, draws the figures with
+``lskd_study.plots`` and writes ``report.md`` with every table next
 to the paper's numbers (``paper_numbers``) and a verdict per claim.
 
 Verdict rules (one seed per setting, so noise estimates are rough):
@@ -25,6 +25,8 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from lskd_fairseq.atomic import atomic_write_text
 
 from . import figures as F
 from . import paper_numbers as PN
@@ -690,7 +692,7 @@ def write_report(study) -> str:
     L.append("")
     L.append(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `lskd-study --scale {study.scale_name}` "
              f"into `{study.out}`. Paper: {PN.PAPER}; published numbers transcribed in "
-             f"`lskd_fairseq/analysis/paper_numbers.py`.")
+             f"`study/paper_numbers.py`.")
     L.append("")
     if study.scale_name == "smoke":
         L.append("> **Smoke scale: nothing can be concluded from these numbers.** The models see a few hundred "
@@ -958,8 +960,5 @@ def write_report(study) -> str:
              f"`{study.nmt_work}`; settings in its logs).")
     L.append("")
     path = os.path.join(study.out, "report.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(L))
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(L))
     return path

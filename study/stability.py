@@ -27,6 +27,17 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ vision
+def detect_kind(path: str) -> str:
+    """'vision' for an lskd_vision checkpoint, 'fairseq' otherwise."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return "fairseq"  # fairseq checkpoints need the plugin's allow-list to load weights_only
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("lskd_vision"):
+        return "vision"
+    return "fairseq"
+
+
 def _vision_loader(config: Dict, data: Optional[str], split: str, batch_size: int, limit_per_class: int = 0,
                    seed: int = 0, workers: int = 0):
     """A DataLoader over ``split`` of the checkpoint's dataset (or ``data``), eval transforms.

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ../shared/data beside the checkout, or $LSKD_SHARED_DATA
 SHARED_DATA = os.environ.get("LSKD_SHARED_DATA") or os.path.join(os.path.dirname(REPO), "shared", "data")
 CIFAR10_TARBALL = os.path.join(SHARED_DATA, "cifar10", "cifar10_jpg.tar.gz")

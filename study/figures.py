@@ -17,6 +17,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from lskd_fairseq.atomic import atomic_write_json
+
 from . import projection as proj
 
 
@@ -26,12 +28,7 @@ def load_json(path: str) -> Dict:
 
 
 def write_json(path: str, obj) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, default=_jsonable)
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1, default=_jsonable)
 
 
 def _jsonable(o):
@@ -46,10 +43,9 @@ def stability_result(src: str, **kw) -> Dict:
     """A JSON from ``lskd-stability --json``, or a checkpoint to score now."""
     if src.endswith(".json"):
         return load_json(src)
-    from lskd_fairseq.cli.stability import detect_kind
     from . import stability as st
 
-    if detect_kind(src) == "vision":
+    if st.detect_kind(src) == "vision":
         return st.vision_stability(src, **{k: v for k, v in kw.items() if k in (
             "data", "split", "batch_size", "keep_features_of", "max_features_per_class", "limit_per_class")})
     return st.fairseq_stability(src, **{k: v for k, v in kw.items() if k in ("data_bin", "split", "top_tokens")})

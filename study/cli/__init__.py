@@ -1,0 +1,1 @@
+"""Console scripts of lskd_study: lskd-study, lskd-stability, lskd-plot."""
