@@ -36,6 +36,6 @@ if ! "$VENV/bin/python" -c "import fairseq" 2>/dev/null; then
 fi
 
 echo "[setup] installing lskd (editable)"
-"${PIP[@]}" install -q --no-build-isolation -e ".[test]"
+"${PIP[@]}" install -q --no-build-isolation -e ".[test,timm]"
 "$VENV/bin/python" -c "import lskd_fairseq, lskd_vision, fairseq, torch; print('[setup] ready: torch', torch.__version__, '| fairseq', fairseq.__version__)" 2>&1 | grep '^\[setup\]'
 touch "$VENV/.lskd-ready"

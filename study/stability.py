@@ -2,6 +2,10 @@
 
 * ``vision_stability``: an lskd_vision checkpoint on an image split; the classes
   are the image labels, the distributions the model's softmax outputs.
+* ``pretrained_stability``: the same for a plain state dict of a torchvision or
+  timm model (``--arch ARCH``; the weights' own evaluation transform: resize,
+  centre crop, normalisation from torchvision's weights meta / timm's
+  pretrained_cfg), on a folder of class folders or a dataset root.
 * ``fairseq_stability``: a fairseq translation checkpoint on a data-bin split;
   the classes are the gold target tokens and the distributions are the model's
   token distributions under teacher forcing (full vocabulary). ``top_tokens=N``
@@ -36,6 +40,17 @@ def detect_kind(path: str) -> str:
     if isinstance(obj, dict) and str(obj.get("format", "")).startswith("lskd_vision"):
         return "vision"
     return "fairseq"
+
+
+def is_plain_state_dict(path: str) -> bool:
+    """A ``.safetensors`` file, or a dict of tensors readable with ``weights_only=True``."""
+    if path.endswith(".safetensors"):
+        return True
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def _vision_loader(config: Dict, data: Optional[str], split: str, batch_size: int, limit_per_class: int = 0,
@@ -101,25 +116,49 @@ def vision_stability(
     under ``"features"`` / ``"feature_labels"`` with the classifier weight, for the
     projection plot.
     """
-    from lskd_vision.engine import iterate_outputs, load_checkpoint_model
-    from lskd_vision.models import get_classifier
+    from lskd_vision.engine import load_checkpoint_model
 
     model, config = load_checkpoint_model(checkpoint)
     loader, classes = _vision_loader(config, data, split, batch_size, limit_per_class, workers=workers)
+    out = _measure(model, loader, classes, num_bins, keep_features_of, max_features_per_class)
+    out.update({
+        "checkpoint": os.path.abspath(checkpoint),
+        "split": split,
+        "label_smoothing": config.get("label_smoothing", config.get("ls")),
+    })
+    return out
+
+
+def _measure(model, loader, classes, num_bins: int = 15, keep_features_of: Optional[List[int]] = None,
+             max_features_per_class: int = 500, device: str = "cpu", progress: bool = False) -> Dict:
+    """Stream ``model`` over ``loader``: 1-S, calibration, accuracy (and optional features).
+
+    ``progress``: a tqdm bar over the batches (when tqdm is installed)."""
+    from lskd_vision.engine import iterate_outputs
+    from lskd_vision.models import get_classifier
+
     k = len(classes)
     meter = StabilityMeter(k)
     cal = CalibrationMeter(num_bins)
-    correct = 0
+    correct = correct5 = 0
     n = 0
     entropy = 0.0
     feats, flabels = [], []
     kept = {c: 0 for c in (keep_features_of or [])}
     want_features = bool(keep_features_of)
-    for logits, labels, f in iterate_outputs(model, loader, features=want_features):
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            loader = tqdm(loader, desc="images", unit="batch", dynamic_ncols=True, mininterval=1.0)
+        except ImportError:
+            pass
+    for logits, labels, f in iterate_outputs(model, loader, device=device, features=want_features):
         probs = logits.softmax(-1)
         meter.update(probs, labels)
         cal.update(probs, labels)
         correct += int(logits.argmax(-1).eq(labels).sum())
+        correct5 += int(logits.topk(min(5, k), dim=-1).indices.eq(labels[:, None]).any(-1).sum())
         n += labels.numel()
         entropy -= float((probs * torch.log_softmax(logits.float(), -1)).sum())
         if want_features:
@@ -135,10 +174,9 @@ def vision_stability(
     res = meter.compute()
     out = {
         "kind": "vision",
-        "checkpoint": os.path.abspath(checkpoint),
-        "split": split,
         "num_samples": n,
         "accuracy": 100.0 * correct / max(1, n),
+        "top5": 100.0 * correct5 / max(1, n),
         "mean_entropy": entropy / max(1, n),  # nats, of the softmax outputs
         "classes": list(classes),
         "S": res["S"],
@@ -148,13 +186,88 @@ def vision_stability(
         "empty_classes": res["empty_classes"],
         "class_means": meter.mean.tolist(),
         "calibration": cal.compute(),
-        "label_smoothing": config.get("label_smoothing", config.get("ls")),
     }
     if want_features:
         w = get_classifier(model).weight.detach().float().cpu()
         out["features"] = torch.cat(feats).numpy() if feats else None
         out["feature_labels"] = torch.cat(flabels).numpy() if flabels else None
         out["classifier_weight"] = w.numpy()
+    return out
+
+
+# ------------------------------------------------------------------ pretrained torchvision / timm weights
+def _pretrained_samples(data: str, split: str, labels: Optional[str] = None):
+    """Image samples for a state dict: a validation folder (class folders, or ImageNet's flat
+    val/ with its labels file: ``lskd_study.imagenet_val``), or a dataset root's split."""
+    from lskd_vision import data as vdata
+
+    from .imagenet_val import imagenet_val_samples
+
+    if not os.path.isdir(data) and not os.path.isfile(data):
+        raise ValueError(f"--data {data!r} does not exist")
+    if labels or (os.path.isdir(data) and not os.path.isdir(os.path.join(data, "train"))
+                  and not os.path.exists(os.path.join(data, "train_test_split.txt"))):
+        return imagenet_val_samples(data, labels)
+    splits = vdata.find_splits(data)
+    if split == "test":
+        if splits.test is None:
+            raise ValueError(f"{data} has no test split (val/ or test/)")
+        return splits.test
+    if split == "train":
+        return splits.train
+    raise ValueError(f"--split {split!r}: a dataset root with plain weights has the splits test and train")
+
+
+def pretrained_eval_transform(cfg: Dict):
+    """Resize, centre crop and normalise as the weights' own configuration says."""
+    from torchvision import transforms
+
+    interpolation = transforms.InterpolationMode(cfg.get("interpolation", "bilinear"))
+    return transforms.Compose([
+        transforms.Resize(int(cfg["resize_size"]), interpolation=interpolation),
+        transforms.CenterCrop(int(cfg["input_size"])),
+        transforms.ToTensor(),
+        transforms.Normalize(cfg["mean"], cfg["std"]),
+    ])
+
+
+def pretrained_stability(
+    weights: str,
+    arch: str,
+    data: str,
+    split: str = "test",
+    batch_size: int = 256,
+    num_bins: int = 15,
+    limit_per_class: int = 0,
+    workers: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+    labels: Optional[str] = None,
+) -> Dict:
+    """``vision_stability`` for a plain state dict of ``arch`` (torchvision name or ``timm:NAME``).
+
+    The class count of the weights must equal the data's (class index = sorted
+    folder name, torchvision's and timm's ImageNet order when the folders are the
+    WordNet ids). ``labels``: the labels file of ImageNet's flat val/ layout.
+    """
+    from lskd_vision import data as vdata
+    from lskd_vision.models import build_model, check_arch, input_config
+    from lskd_vision.weights import fit_state_dict, read_state_dict
+
+    check_arch(arch)
+    if not data:
+        raise ValueError("--arch needs --data DIR: the image folder to measure on")
+    samples = _pretrained_samples(data, split, labels)
+    if limit_per_class:
+        samples = vdata.per_class_subset(samples, limit_per_class, 0)
+    model = build_model(arch, len(samples.classes))
+    fit_state_dict(model, read_state_dict(weights, "weights"), arch, weights, "weights")
+    cfg = input_config(arch, model)
+    ds = vdata.ImageDataset(samples, pretrained_eval_transform(cfg))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    out = _measure(model.to(device).eval(), loader, samples.classes, num_bins, device=device, progress=progress)
+    out.update({"checkpoint": os.path.abspath(weights), "arch": arch, "split": split,
+                "data": os.path.abspath(data), "input": cfg, "label_smoothing": None})
     return out
 
 
@@ -288,7 +401,8 @@ def format_table(result: Dict, max_rows: int = 20) -> str:
     lines.append(f"checkpoint : {result['checkpoint']}")
     lines.append(f"split      : {result['split']}")
     if kind == "vision":
-        lines.append(f"samples    : {result['num_samples']}   top-1 {result['accuracy']:.2f}%")
+        top5 = f"   top-5 {result['top5']:.2f}%" if "top5" in result else ""
+        lines.append(f"samples    : {result['num_samples']}   top-1 {result['accuracy']:.2f}%{top5}")
     else:
         lines.append(
             f"tokens     : {result['num_tokens']} ({result['num_tokens_in_classes']} in the "

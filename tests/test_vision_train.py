@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import stat
 
 import pytest
 import torch
@@ -13,7 +14,10 @@ from lskd_fairseq.losses import label_smoothed_nll_loss
 from lskd_vision import data as D
 from lskd_vision.engine import TeacherEnsemble, load_checkpoint_model, predict
 from lskd_vision.models import build_model, get_classifier
+from lskd_vision.report import table as report_table
 from lskd_vision.synthetic import make_image_folder
+from lskd_vision import train as train_module
+from lskd_vision.binary import BinaryConv2d
 from lskd_vision.train import main
 
 FAST = ["--workers", "0", "--no-progress", "--batch-size", "16", "--cache-images", "yes"]
@@ -40,9 +44,17 @@ def teacher(tiny, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ls_teacher(tiny, tmp_path_factory):
+    # no --ls-convention: the default is torch's/torchvision's uniform eps/K
     out = tmp_path_factory.mktemp("ls_teacher") / "run"
-    m = train(tiny, out, "--model", "mlp", "--epochs", "3", "--lr", "0.05",
-              "--label-smoothing", "0.2", "--ls-convention", "uniform")
+    m = train(tiny, out, "--model", "mlp", "--epochs", "3", "--lr", "0.05", "--label-smoothing", "0.2")
+    return str(out), m
+
+
+@pytest.fixture(scope="module")
+def fairseq_ls_run(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fairseq_ls") / "run"
+    m = train(tiny, out, "--model", "mlp", "--epochs", "1", "--lr", "0.05",
+              "--label-smoothing", "0.2", "--ls-convention", "fairseq")
     return str(out), m
 
 
@@ -82,20 +94,27 @@ def test_kd_student_trains_above_chance_without_teacher_in_checkpoint(tiny, teac
     assert set(ckpt["model"]) == set(build_model("resnet8", 4).state_dict())
 
 
-def test_ls_loss_reported_is_the_shared_definition(tiny, ls_teacher):
-    out, m = ls_teacher
+@pytest.mark.parametrize("run,convention", [("ls_teacher", "uniform"), ("fairseq_ls_run", "fairseq")])
+def test_ls_loss_reported_is_the_shared_definition(tiny, run, convention, request):
+    out, m = request.getfixturevalue(run)
     model, cfg = load_checkpoint_model(os.path.join(out, "checkpoint_best.pt"))
-    assert cfg["ls_convention"] == "uniform" and cfg["label_smoothing"] == 0.2
+    assert cfg["ls_convention"] == convention and cfg["label_smoothing"] == 0.2
+    assert json.load(open(os.path.join(out, "config.json")))["ls_convention"] == convention
+    assert m["config"]["ls_convention"] == convention
     splits = D.find_splits(tiny)
     _, ev = D.build_transforms("cifar", 16, augment=False)
     loader = torch.utils.data.DataLoader(D.ImageDataset(splits.test, ev), batch_size=7)
     out_ = predict(model, loader)
     lp = F.log_softmax(out_["logits"], -1)
-    ls, nll = label_smoothed_nll_loss(lp, out_["labels"], 0.2, convention="uniform")
+    ls, nll = label_smoothed_nll_loss(lp, out_["labels"], 0.2, convention=convention)
+    other, _ = label_smoothed_nll_loss(lp, out_["labels"], 0.2,
+                                       convention="fairseq" if convention == "uniform" else "uniform")
     n = len(splits.test)
     assert m["test"]["ls_loss"] == pytest.approx(ls.item() / n, rel=1e-5)
+    assert m["test"]["ls_loss"] != pytest.approx(other.item() / n, rel=1e-5)
     assert m["test"]["nll_loss"] == pytest.approx(nll.item() / n, rel=1e-5)
     assert m["test"]["top1"] == pytest.approx(100.0 * (out_["logits"].argmax(-1) == out_["labels"]).float().mean().item())
+    assert f"0.2 ({convention})" in report_table([out])
 
 
 def test_predict_gives_penultimate_features(teacher, tiny):
@@ -168,18 +187,44 @@ def test_long_tail_run_reports_shot_groups(tmp_path):
     assert t["many_shot_top1"] == pytest.approx(per[0])
 
 
-def test_two_step_binary_student_of_ls_teacher(tmp_path):
+def test_two_step_binary_student_of_ls_teacher(tmp_path, monkeypatch):
     # ReActNet-18 is large: 8x8 images, 2 classes, a few steps
     data = make_image_folder(str(tmp_path / "d"), num_classes=2, per_class=9, test_per_class=2, size=8)
     fast = ["--batch-size", "8", "--val-fraction", "0.12"]
     train(data, tmp_path / "t", "--model", "mlp", "--epochs", "1", "--label-smoothing", "0.1", *fast)
+    # step 1 (real weights) scores higher on val than step 2: the kept network must still be step 2's
+    real_evaluate = train_module.evaluate
+    per_epoch_val_top1 = iter([90.0, 10.0])
+
+    def evaluate(*a, **kw):
+        res = real_evaluate(*a, **kw)
+        if kw.get("shot_groups") is None:  # the per-epoch validation that chooses the best checkpoint
+            res["top1"] = next(per_epoch_val_top1)
+        return res
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
     m = train(data, tmp_path / "bin", "--model", "reactnet18", "--small-input-stem", "--epochs", "2",
               "--opt", "adam", "--lr", "1e-3", "--weight-decay", "0", "--sched", "linear", *fast,
               "--teacher", str(tmp_path / "t" / "checkpoint_best.pt"), "--paper-kd")
     rows = list(csv.DictReader(open(tmp_path / "bin" / "metrics.csv")))
     assert [r["binary_weights"] for r in rows] == ["False", "True"]
+    assert [float(r["val_top1"]) for r in rows] == [90.0, 10.0]
     assert m["config"]["binary_step"] == "two-step"
     assert all(math.isfinite(float(r["train_kd_loss"])) for r in rows)
     ck = torch.load(tmp_path / "bin" / "checkpoint_best.pt", weights_only=True)
     model, cfg = load_checkpoint_model(tmp_path / "bin" / "checkpoint_best.pt")
-    assert cfg["binary_weights"] is (ck["epoch"] == 2)
+    # checkpoint_best.pt and metrics.json are the step-2 (binary-weight) network
+    assert ck["epoch"] == 2 and m["best_epoch"] == 2
+    assert cfg["binary_weights"] is True
+    assert all(mod.binary_weights for mod in model.modules() if isinstance(mod, BinaryConv2d))
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_run_files_get_the_users_umask_mode(tiny, tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        train(tiny, tmp_path / "run", "--model", "mlp", "--epochs", "1")
+    finally:
+        os.umask(old)
+    for f in ("config.json", "metrics.json", "metrics.csv", "checkpoint_last.pt", "checkpoint_best.pt"):
+        assert stat.S_IMODE(os.stat(tmp_path / "run" / f).st_mode) == mode, f

@@ -9,14 +9,11 @@ Reusable pieces for other tools (for example a stability CLI on top of
 * ``load_checkpoint_model(path)`` rebuilds any lskd_vision checkpoint (teacher or
   student) from its own config: ``model, config = load_checkpoint_model(path)``.
 
-Checkpoints are plain dicts of tensors, numbers, strings and lists, loadable
-with ``torch.load(path, weights_only=True)``; they are always read that way.
+Checkpoint and state-dict IO lives in ``lskd_vision.weights`` (re-exported here).
 """
 
 import contextlib
 import math
-import os
-import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -28,14 +25,17 @@ from lskd_fairseq.atomic import atomic_save, atomic_write_json, atomic_write_tex
 from lskd_fairseq.losses import ensemble_log_probs, ls_kd_loss
 from lskd_fairseq.metrics import CalibrationMeter
 
-from .models import build_model, penultimate_hook
-
-CHECKPOINT_FORMAT = "lskd_vision/1"
-
-
-class CheckpointError(ValueError):
-    pass
-
+from .models import build_model, check_arch, input_config, model_source, penultimate_hook
+from .weights import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    fit_state_dict,
+    load_checkpoint,
+    load_checkpoint_model,
+    load_pretrained,
+    model_from_config,
+    read_state_dict,
+)
 
 # ------------------------------------------------------------------ distributed helpers
 def is_dist() -> bool:
@@ -60,91 +60,60 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-
-def load_checkpoint(path: str) -> Dict:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot load checkpoint {path!r} (weights_only=True): {e}") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
-        raise CheckpointError(
-            f"{path!r} is not an lskd_vision checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r})"
-        )
-    return ckpt
-
-
-def model_from_config(config: Dict) -> nn.Module:
-    return build_model(
-        config["arch"],
-        int(config["num_classes"]),
-        small_input=bool(config.get("small_input_stem", False)),
-        binary_weights=bool(config.get("binary_weights", True)),
-        img_size=int(config.get("img_size", 32)),
-    )
-
-
-def load_checkpoint_model(path: str, device="cpu") -> Tuple[nn.Module, Dict]:
-    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
-    ckpt = load_checkpoint(path)
-    config = ckpt["config"]
-    model = model_from_config(config)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"weights in {path!r} do not fit arch {config['arch']!r}: {e}") from e
-    return model.to(device).eval(), config
-
-
-def load_pretrained(model: nn.Module, path: str) -> Dict[str, List[str]]:
-    """Load a plain state dict (e.g. a torchvision ``resnet50-*.pth`` the user downloaded).
-
-    Read with ``weights_only=True``; a ``{"state_dict": ...}``/``{"model": ...}``
-    wrapper and a ``module.`` prefix are accepted. Tensors whose shape differs from
-    the model's (the classifier for another class count) are skipped and listed;
-    any other missing or unexpected key is an error.
-    """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"--pretrained file {path!r} does not exist")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot load --pretrained {path!r} (weights_only=True): {e}") from e
-    for key in ("model", "state_dict"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise CheckpointError(f"--pretrained {path!r} does not hold a state dict")
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    own = model.state_dict()
-    skipped = [k for k, v in sd.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
-    for k in skipped:
-        del sd[k]
-    missing = [k for k in own if k not in sd and k not in skipped]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"--pretrained {path!r} does not fit this model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    model.load_state_dict(sd, strict=False)
-    return {"skipped_shape_mismatch": skipped}
-
-
 # ------------------------------------------------------------------ teachers
+class InputView(nn.Module):
+    """The teacher's view of the student's batch: re-normalised, and resized if needed.
+
+    The student's batch ``x`` is normalised with ``student["mean"]/["std"]``; the
+    teacher gets ``((x * std_s + mean_s) - mean_t) / std_t``, resized (bilinear,
+    antialiased) to ``input_size`` when that differs from the batch's size. The
+    crop and augmentation are the student's: one data pipeline feeds both.
+    """
+
+    def __init__(self, student: Dict, teacher: Dict):
+        super().__init__()
+        ms, ss = torch.tensor(student["mean"]).view(1, 3, 1, 1), torch.tensor(student["std"]).view(1, 3, 1, 1)
+        mt, st = torch.tensor(teacher["mean"]).view(1, 3, 1, 1), torch.tensor(teacher["std"]).view(1, 3, 1, 1)
+        # x_t = x * scale + shift
+        self.register_buffer("scale", ss / st, persistent=False)
+        self.register_buffer("shift", (ms - mt) / st, persistent=False)
+        self.renormalise = not (torch.allclose(ms, mt) and torch.allclose(ss, st))
+        self.size = int(teacher.get("input_size") or 0)
+        self.resizes = bool(self.size) and self.size != int(student.get("input_size") or 0)
+
+    def forward(self, x):
+        if self.renormalise:
+            x = x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+        if self.size and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    @property
+    def identity(self) -> bool:
+        return not (self.renormalise or self.resizes)
+
+    def describe(self) -> str:
+        parts = (["re-normalised"] if self.renormalise else []) + (
+            [f"resized to {self.size}x{self.size}"] if self.resizes else [])
+        return "the student's batch" + (" " + " and ".join(parts) if parts else " as is")
+
+
 class TeacherEnsemble(nn.Module):
     """Frozen teacher(s). Several teachers: log of the mean of their softmaxes.
 
-    The returned tensor is used as the teacher's *logits* by ``kd_loss``; for one
+    The returned tensor is used as the teacher's *logits* by ``ls_kd_loss``; for one
     teacher it is the teacher's logits. For an ensemble, ``log(mean_i softmax(z_i))``
-    is a valid logit vector whose softmax at T=1 is the averaged distribution
-    (at T != 1 the ensemble is still averaged at T=1 and then tempered).
+    (``lskd_fairseq.losses.ensemble_log_probs``) is a valid logit vector whose
+    softmax at T=1 is the averaged distribution (at T != 1 the ensemble is still
+    averaged at T=1 and then tempered). ``views`` (optional, one per teacher) map
+    the student's batch to each teacher's input normalisation and resolution.
     """
 
-    def __init__(self, models: Sequence[nn.Module], configs: Sequence[Dict], paths: Sequence[str]):
+    def __init__(self, models: Sequence[nn.Module], configs: Sequence[Dict], paths: Sequence[str],
+                 views: Optional[Sequence[Optional[nn.Module]]] = None):
         super().__init__()
         self.models = nn.ModuleList(models)
+        self.views = nn.ModuleList([v if v is not None else nn.Identity() for v in (views or [None] * len(models))])
         self.configs = list(configs)
         self.paths = list(paths)
         for p in self.parameters():
@@ -156,33 +125,84 @@ class TeacherEnsemble(nn.Module):
 
     @torch.no_grad()
     def forward(self, x):
-        return ensemble_log_probs([m(x) for m in self.models])
+        return ensemble_log_probs([m(v(x)) for m, v in zip(self.models, self.views)])
 
 
-def load_teachers(paths: Sequence[str], num_classes: int, class_names: Optional[List[str]] = None, device="cpu"):
-    """Load teacher checkpoints; refuse a class count that differs from the student's data."""
-    models, configs = [], []
-    for p in paths:
-        ckpt = load_checkpoint(p)
-        cfg = ckpt["config"]
-        if int(cfg["num_classes"]) != num_classes:
-            raise CheckpointError(
-                f"teacher {p!r} has {cfg['num_classes']} classes but the student's dataset has "
-                f"{num_classes}: a teacher must be trained on the same classes"
-            )
-        if class_names is not None and cfg.get("classes") and list(cfg["classes"]) != list(class_names):
-            raise CheckpointError(
-                f"teacher {p!r} was trained on classes {cfg['classes'][:5]}... in a different order or "
-                f"with different names than the student's dataset {class_names[:5]}..."
-            )
-        m = model_from_config(cfg)
-        try:
-            m.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"weights in teacher {p!r} do not fit arch {cfg['arch']!r}: {e}") from e
+LSKD_TEACHER = "lskd"  # --teacher-arch value of an lskd_vision checkpoint
+
+
+def style_input(style: Optional[str], img_size) -> Optional[Dict]:
+    """Normalisation and size of lskd_vision's ``cifar``/``imagenet`` input styles."""
+    from .data import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    if style not in ("cifar", "imagenet"):
+        return None
+    mean, std = (CIFAR_MEAN, CIFAR_STD) if style == "cifar" else (IMAGENET_MEAN, IMAGENET_STD)
+    return {"mean": list(mean), "std": list(std), "input_size": int(img_size or 0),
+            "source": f"lskd_vision {style} style at {int(img_size or 0)} px"}
+
+
+def load_teachers(paths: Sequence[str], num_classes: int, class_names: Optional[List[str]] = None, device="cpu",
+                  archs: Optional[Sequence[str]] = None, student_input: Optional[Dict] = None):
+    """Load the teacher(s); refuse a class count that differs from the student's data.
+
+    ``archs[i]`` is ``"lskd"`` (``paths[i]`` is an lskd_vision checkpoint), a
+    torchvision model name or ``timm:NAME`` (``paths[i]`` is a plain state dict of
+    that model: ``.pt``/``.pth`` or ``.safetensors``). ``student_input`` (``mean``,
+    ``std``, ``input_size`` of the student's batches) gives each teacher its own
+    view: its published input normalisation and resolution (torchvision/timm), or
+    the style it was trained with (lskd). Each config gains ``input``: what the
+    teacher sees (recorded as ``teacher_inputs`` in the run's ``config.json``).
+
+    Exactly what a teacher sees (``InputView``): the student's batch, with the
+    student's crop, flip and resolution, de-normalised with the student's mean/std,
+    normalised with the teacher's, and resized bilinearly (antialiased) to the
+    teacher's input size when that differs. The teacher's own resize + centre-crop
+    pipeline is not run: one data pipeline feeds both networks. (``lskd-stability
+    --arch``, which measures one network, does use the weights' full evaluation
+    transform.)
+    """
+    archs = list(archs) if archs else [LSKD_TEACHER] * len(paths)
+    models, configs, views = [], [], []
+    for p, arch in zip(paths, archs):
+        if arch == LSKD_TEACHER:
+            ckpt = load_checkpoint(p, "teacher")
+            cfg = dict(ckpt["config"])
+            if int(cfg["num_classes"]) != num_classes:
+                raise CheckpointError(
+                    f"teacher {p!r} has {cfg['num_classes']} classes but the student's dataset has "
+                    f"{num_classes}: a teacher must be trained on the same classes"
+                )
+            if class_names is not None and cfg.get("classes") and list(cfg["classes"]) != list(class_names):
+                raise CheckpointError(
+                    f"teacher {p!r} was trained on classes {cfg['classes'][:5]}... in a different order or "
+                    f"with different names than the student's dataset {class_names[:5]}..."
+                )
+            m = model_from_config(cfg)
+            try:
+                m.load_state_dict(ckpt["model"])
+            except RuntimeError as e:
+                raise CheckpointError(f"weights in teacher {p!r} do not fit arch {cfg['arch']!r}: {e}") from e
+            t_input = style_input(cfg.get("input_style"), cfg.get("img_size"))
+        else:
+            check_arch(arch)
+            if model_source(arch) == LSKD_TEACHER:
+                raise CheckpointError(
+                    f"--teacher-arch {arch}: lskd's own architectures come as lskd_vision checkpoints; "
+                    f"give {p!r} with --teacher-arch {LSKD_TEACHER}"
+                )
+            m = build_model(arch, num_classes)
+            fit_state_dict(m, read_state_dict(p, "teacher"), arch, p, "teacher")
+            t_input = input_config(arch, m)
+            cfg = {"arch": arch, "num_classes": num_classes, "source": model_source(arch)}
+        view = None
+        if student_input is not None and t_input is not None:
+            view = InputView(student_input, t_input)
+            cfg["input"] = dict(t_input, view=view.describe())
         models.append(m)
         configs.append(cfg)
-    return TeacherEnsemble(models, configs, paths).to(device)
+        views.append(view)
+    return TeacherEnsemble(models, configs, paths, views).to(device)
 
 
 # ------------------------------------------------------------------ outputs
@@ -237,7 +257,7 @@ def evaluate(
     amp: bool = False,
     teacher: Optional[nn.Module] = None,
     epsilon: float = 0.0,
-    convention: str = "fairseq",
+    convention: str = "uniform",
     temperature: float = 1.0,
     topk: int = 0,
     shot_groups: Optional[Dict[str, List[int]]] = None,
@@ -339,7 +359,7 @@ def train_one_epoch(
     device="cpu",
     teacher: Optional[nn.Module] = None,
     epsilon: float = 0.0,
-    convention: str = "fairseq",
+    convention: str = "uniform",
     alpha: float = 0.0,
     temperature: float = 1.0,
     topk: int = 0,
@@ -347,19 +367,27 @@ def train_one_epoch(
     amp: bool = False,
     clip_grad: float = 0.0,
     progress=None,
+    soft_labels=None,
 ) -> Dict:
-    """One pass over ``loader``; the loss is ``ls_kd_loss`` divided by the local batch size."""
+    """One pass over ``loader``; the loss is ``ls_kd_loss`` divided by the local batch size.
+
+    With ``soft_labels`` (``lskd_vision.soft_labels.SoftLabels``) the loader yields
+    ``(x, y, index)`` and the teacher output stored for those views replaces ``teacher``."""
     model.train()
     sums = torch.zeros(6, dtype=torch.float64)  # n, loss, ls, nll, kd, top1
     step = start_step
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for batch in loader:
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         lr = lr_at(step)
         for g in optimizer.param_groups:
             g["lr"] = lr
         with _autocast(device, amp):
             t_logits = None
-            if teacher is not None and alpha > 0:
+            if soft_labels is not None and alpha > 0:
+                t_logits = soft_labels(batch[2])  # float16 logits, or a top-k pair (ids, logits)
+                if isinstance(t_logits, tuple):
+                    t_logits = (t_logits[0], t_logits[1].float())
+            elif teacher is not None and alpha > 0:
                 with torch.no_grad():
                     t_logits = teacher(x)
             logits = model(x)
@@ -367,7 +395,7 @@ def train_one_epoch(
         lprobs = F.log_softmax(logits, dim=-1)
         loss_sum, parts = ls_kd_loss(
             lprobs, y, epsilon, student_logits=logits,
-            teacher=None if t_logits is None else t_logits.float(),
+            teacher=None if t_logits is None else t_logits if isinstance(t_logits, tuple) else t_logits.float(),
             alpha=alpha, temperature=temperature, topk=topk, convention=convention,
         )
         bsz = y.numel()
@@ -410,7 +438,10 @@ def train_one_epoch(
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "InputView",
     "TeacherEnsemble",
+    "fit_state_dict",
+    "read_state_dict",
     "atomic_save",
     "atomic_write_json",
     "atomic_write_text",
@@ -420,6 +451,7 @@ __all__ = [
     "load_checkpoint_model",
     "load_pretrained",
     "load_teachers",
+    "style_input",
     "model_from_config",
     "predict",
     "train_one_epoch",

@@ -19,9 +19,16 @@ Names
   ``resnet32x4`` (widths 64/128/256).
 * ``reactnet18``: binary ReActNet-style ResNet-18 (see ``lskd_vision.binary``).
 * ``mlp``: a two-layer perceptron without normalisation, for smoke tests.
+* ``timm:NAME``: any model of the optional timm package (``pip install -e .[timm]``),
+  built with ``pretrained=False`` (nothing is downloaded).
+
+``input_config(name)`` gives the input normalisation and resolution a
+torchvision or timm model's published weights expect (torchvision's weights
+``transforms`` meta, timm's ``pretrained_cfg``): the teacher's view of a batch and
+the evaluation transform of ``lskd-stability --arch``.
 """
 
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -32,6 +39,21 @@ from .binary import reactnet18
 
 class UnknownArchitectureError(ValueError):
     pass
+
+
+TIMM_PREFIX = "timm:"
+TIMM_EXTRA = "pip install -e '.[timm]' (the timm extra)"
+
+
+def _timm(name: str):
+    """The timm module, or a one-line refusal naming the extra."""
+    try:
+        import timm
+    except ImportError:
+        raise UnknownArchitectureError(
+            f"{name!r} needs the optional timm package, which is not installed: {TIMM_EXTRA}"
+        ) from None
+    return timm
 
 
 # ---------------------------------------------------------------- CIFAR ResNets
@@ -129,6 +151,16 @@ def list_models() -> List[str]:
 
 def check_arch(name: str) -> None:
     """Raise UnknownArchitectureError (naming the close matches) for an unknown name."""
+    if name.startswith(TIMM_PREFIX):
+        timm = _timm(name)
+        bare = name[len(TIMM_PREFIX):]
+        if timm.is_model(bare):
+            return
+        import difflib
+
+        close = difflib.get_close_matches(bare, timm.list_models(), n=5)
+        hint = f" Did you mean {', '.join(TIMM_PREFIX + c for c in close)}?" if close else ""
+        raise UnknownArchitectureError(f"unknown timm model {bare!r}.{hint} See timm.list_models().")
     if name in _CIFAR or name in ("reactnet18", "mlp") or name in _torchvision_names():
         return
     import difflib
@@ -173,10 +205,66 @@ def build_model(
         return reactnet18(num_classes, small_input=small_input, binary_weights=binary_weights)
     if name == "mlp":
         return MLP(num_classes, 3 * img_size * img_size)
+    if name.startswith(TIMM_PREFIX):
+        if small_input:
+            raise UnknownArchitectureError(f"--small-input-stem is not implemented for timm models ({name!r})")
+        return _timm(name).create_model(name[len(TIMM_PREFIX):], pretrained=False, num_classes=num_classes)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if small_input:
         _small_stem(model, name)
     return model
+
+
+def model_source(name: str) -> str:
+    """'timm', 'torchvision' or 'lskd' (the CIFAR ResNets, reactnet18, mlp)."""
+    if name.startswith(TIMM_PREFIX):
+        return "timm"
+    return "lskd" if name in _CIFAR or name in ("reactnet18", "mlp") else "torchvision"
+
+
+def input_config(name: str, model: Optional[nn.Module] = None) -> Dict:
+    """Input normalisation and resolution of a torchvision or timm model's published weights.
+
+    torchvision: the ``transforms`` of the architecture's default weights (for
+    example ResNet-50's IMAGENET1K_V2: resize 232, crop 224); timm: the model's
+    ``pretrained_cfg`` as ``timm.data.resolve_model_data_config`` resolves it.
+    Returns ``mean``, ``std``, ``input_size`` (crop), ``resize_size``,
+    ``interpolation`` and ``source`` (where the numbers come from).
+    """
+    if name.startswith(TIMM_PREFIX):
+        _timm(name)
+        from timm.data import resolve_model_data_config
+
+        if model is None:
+            model = build_model(name, 2)
+        cfg = resolve_model_data_config(model)
+        size = int(cfg["input_size"][-1])
+        crop_pct = float(cfg.get("crop_pct") or 0.875)
+        return {
+            "mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]],
+            "input_size": size, "resize_size": int(size / crop_pct),
+            "interpolation": str(cfg.get("interpolation", "bilinear")),
+            "source": f"timm pretrained_cfg of {name[len(TIMM_PREFIX):]}",
+        }
+    if model_source(name) != "torchvision":
+        raise ValueError(f"{name!r} has no published weights configuration (not a torchvision or timm model)")
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    tf = weights.transforms()
+    return {
+        "mean": [float(v) for v in tf.mean], "std": [float(v) for v in tf.std],
+        "input_size": int(tf.crop_size[0]), "resize_size": int(tf.resize_size[0]),
+        "interpolation": tf.interpolation.value,
+        "source": f"torchvision {weights} transforms",
+    }
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The module name of ``get_classifier(model)`` (its state-dict prefix)."""
+    layer = get_classifier(model)
+    for n, m in getattr(model, "module", model).named_modules():
+        if m is layer:
+            return n
+    raise ValueError("classifier not found among the model's modules")
 
 
 def get_classifier(model: nn.Module) -> nn.Linear:
@@ -226,7 +314,10 @@ __all__ = [
     "CifarResNet",
     "build_model",
     "check_arch",
+    "classifier_name",
     "get_classifier",
+    "input_config",
     "list_models",
+    "model_source",
     "penultimate_hook",
 ]

@@ -27,9 +27,12 @@ def table(run_dirs: List[str]) -> str:
             continue
         m = json.load(open(path))
         c = m["config"]
-        teachers = ", ".join(os.path.basename(os.path.dirname(t)) for t in c.get("teachers", [])) or "–"
+        archs = c.get("teacher_archs") or ["lskd"] * len(c.get("teachers", []))
+        teachers = ", ".join(os.path.basename(os.path.dirname(t)) if a == "lskd" else f"{a} ({os.path.basename(t)})"
+                             for t, a in zip(c.get("teachers", []), archs)) or "–"
         kd = f"{c['kd_alpha']:g} / {c['kd_temperature']:g}" if c.get("teachers") else "–"
-        ls = f"{c['label_smoothing']:g} ({c['ls_convention']})" if c["label_smoothing"] else "0"
+        # runs from before the convention was recorded used fairseq's, the default then
+        ls = f"{c['label_smoothing']:g} ({c.get('ls_convention', 'fairseq')})" if c["label_smoothing"] else "0"
         test = m.get("test") or {}
         val = m.get("val") or {}
         rows.append(

@@ -11,6 +11,15 @@ target tokens as classes)::
     lskd-stability checkpoints/teacher/checkpoint_best.pt --data data-bin/multi30k \
         --split valid --top-tokens 1000 --json out.json
 
+Plain torchvision or timm weights (a local state dict; nothing is downloaded),
+on a folder of class folders or a dataset root, with the weights' own resize,
+crop and normalisation::
+
+    lskd-stability resnet50-11ad3fa6.pth --arch resnet50 --data /data/imagenet/val --json r50.json
+
+``--data`` there is a folder of class folders, or ImageNet's official flat val/
+with ``--labels LOC_val_solution.csv`` (or the devkit's ground-truth file).
+
 The kind is detected from the checkpoint (``--kind`` overrides). Prints a table;
 ``--json`` also writes every number (per-class values, counts, calibration bins).
 """
@@ -28,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="lskd_vision or fairseq checkpoint")
     p.add_argument("--kind", choices=["auto", "vision", "fairseq"], default="auto")
+    p.add_argument("--arch", default=None,
+                   help="the checkpoint is a plain state dict (.pth/.pt/.safetensors) of this torchvision model "
+                        "or timm:NAME (the timm extra); needs --data")
+    p.add_argument("--labels", default=None,
+                   help="--arch on ImageNet's flat val/ layout: LOC_val_solution.csv, or the devkit's "
+                        "ILSVRC2012_validation_ground_truth.txt with meta.mat beside it (default: looked up in --data "
+                        "and its parent); class folders need none")
+    p.add_argument("--device", default="auto", help="--arch: auto (cuda when present), cpu or cuda")
+    p.add_argument("--workers", type=int, default=0, help="--arch: data-loading processes")
     p.add_argument("--data", default=None,
                    help="vision: dataset folder or tarball (default: the one in the checkpoint); "
                         "fairseq: data-bin directory (default: the one in the checkpoint)")
@@ -48,9 +66,18 @@ def run(args) -> dict:
 
     from lskd_study.stability import detect_kind
 
-    kind = detect_kind(args.checkpoint) if args.kind == "auto" else args.kind
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f"lskd-stability: checkpoint not found: {args.checkpoint}")
+    if args.arch:
+        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        return st.pretrained_stability(args.checkpoint, args.arch, args.data, split=args.split or "test",
+                                       batch_size=args.batch_size, num_bins=args.num_bins,
+                                       limit_per_class=args.limit_per_class, workers=args.workers,
+                                       device=device, progress=sys.stderr.isatty(), labels=args.labels)
+    kind = detect_kind(args.checkpoint) if args.kind == "auto" else args.kind
+    if kind == "fairseq" and args.kind == "auto" and st.is_plain_state_dict(args.checkpoint):
+        raise ValueError(f"{args.checkpoint} is a plain state dict: name its architecture with --arch ARCH "
+                         "(a torchvision model name or timm:NAME) and the images with --data DIR")
     if kind == "vision":
         res = st.vision_stability(args.checkpoint, data=args.data, split=args.split or "test",
                                   batch_size=args.batch_size, num_bins=args.num_bins,
@@ -63,10 +90,9 @@ def run(args) -> dict:
 
 
 def main(argv=None):
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    import warnings
+    from lskd_study.warning_filters import silence_known_warnings
 
-    warnings.filterwarnings("ignore")  # fairseq/torch deprecation noise
+    silence_known_warnings()  # fairseq/torch deprecation notices only
     args = build_parser().parse_args(argv)
     try:
         res = run(args)
