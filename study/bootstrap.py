@@ -1,13 +1,18 @@
-"""Paired bootstrap of a corpus-BLEU difference between two systems (Koehn 2004).
+"""Paired bootstrap of two systems' corpus BLEU on one test set (Koehn 2004).
 
-Uses sacreBLEU's per-sentence sufficient statistics, so every resample's BLEU is
-exactly what sacreBLEU's corpus BLEU would give on that resample. This measures
-test-set sampling noise only (not seed-to-seed training noise).
+A thin wrapper over sacreBLEU's public significance API
+(``sacrebleu.significance.PairedTest`` with ``test_type="bs"`` and
+``sacrebleu.metrics.BLEU`` at its defaults, as ``lskd-bleu`` scores). It
+measures test-set sampling noise only: which sentences happened to be in the
+test set. It says nothing about seed-to-seed training noise, which the t-interval
+over seeds (``stats.py``) measures.
 """
 
+import os
 from typing import Dict, List, Optional
 
-import numpy as np
+N_RESAMPLES = 1000
+SEED = 12345  # sacreBLEU's own default seed (SACREBLEU_SEED)
 
 
 def _read(path: str) -> List[str]:
@@ -16,40 +21,39 @@ def _read(path: str) -> List[str]:
     return read_lines(path)
 
 
-def paired_bootstrap(hyp_a: List[str], hyp_b: List[str], refs: List[str], n: int = 1000,
-                     seed: int = 0) -> Dict[str, float]:
-    """BLEU(a) - BLEU(b) with a 95% bootstrap interval and the share of resamples where a > b."""
+def paired_bootstrap(hyp_a: List[str], hyp_b: List[str], refs: List[str], n: int = N_RESAMPLES) -> Dict:
+    """BLEU(a) - BLEU(b) with sacreBLEU's paired-bootstrap p-value (two-sided: is the
+    difference larger than chance?) and each system's bootstrap mean and 95% half-width."""
     from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
 
     if not (len(hyp_a) == len(hyp_b) == len(refs)):
         raise ValueError(f"{len(hyp_a)}, {len(hyp_b)} hypotheses and {len(refs)} references")
-    bleu = BLEU()
-    sa = np.asarray(bleu._extract_corpus_statistics(hyp_a, [refs]), dtype=np.float64)
-    sb = np.asarray(bleu._extract_corpus_statistics(hyp_b, [refs]), dtype=np.float64)
-
-    def score(stats):
-        return bleu._compute_score_from_stats([int(round(x)) for x in stats]).score
-
-    full = score(sa.sum(0)) - score(sb.sum(0))
-    rng = np.random.default_rng(seed)
-    m = len(refs)
-    diffs = np.empty(n)
-    for k in range(n):
-        idx = rng.integers(0, m, size=m)
-        diffs[k] = score(sa[idx].sum(0)) - score(sb[idx].sum(0))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": float(full), "ci_low": float(lo), "ci_high": float(hi), "p_a_better": float((diffs > 0).mean()),
-            "n_resamples": n, "n_sentences": m}
-
-
-def compare_results(a: Dict, b: Dict, n: int = 1000) -> Optional[Dict[str, float]]:
-    """Paired bootstrap for two lskd-bleu result dicts (their hyp_file and ref_file); None if missing."""
-    import os
-
+    old = os.environ.get("SACREBLEU_SEED")
+    os.environ["SACREBLEU_SEED"] = str(SEED)
     try:
-        ha, hb, ref = a.get("hyp_file"), b.get("hyp_file"), a.get("ref_file")
-        if not (ha and hb and ref and os.path.isfile(ha) and os.path.isfile(hb) and os.path.isfile(ref)):
-            return None
-        return paired_bootstrap(_read(ha), _read(hb), _read(ref), n=n)
-    except Exception:  # noqa: BLE001 - the report falls back to the plain difference
+        test = PairedTest([("b", hyp_b), ("a", hyp_a)], {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=n)
+        signatures, scores = test()
+    finally:
+        if old is None:
+            os.environ.pop("SACREBLEU_SEED", None)
+        else:
+            os.environ["SACREBLEU_SEED"] = old
+    key = next(k for k in scores if k != "System")
+    base, sys_ = scores[key][0], scores[key][1]
+    # sacreBLEU counts resampled differences strictly larger than the observed one, so two identical
+    # systems (every difference 0) would get the smallest p-value: no difference is no evidence
+    p_value = 1.0 if list(hyp_a) == list(hyp_b) else float(sys_.p_value)
+    return {"diff": float(sys_.score - base.score), "p_value": p_value,
+            "a": float(sys_.score), "b": float(base.score),
+            "a_ci": float(sys_.ci), "b_ci": float(base.ci),
+            "n_resamples": n, "n_sentences": len(refs), "signature": str(signatures[key])}
+
+
+def compare_results(a: Dict, b: Dict, n: int = N_RESAMPLES) -> Optional[Dict]:
+    """Paired bootstrap for two lskd-bleu result dicts (their hyp_file and ref_file); None when
+    a file is missing (the report then says so)."""
+    ha, hb, ref = a.get("hyp_file"), b.get("hyp_file"), a.get("ref_file")
+    if not (ha and hb and ref and os.path.isfile(ha) and os.path.isfile(hb) and os.path.isfile(ref)):
         return None
+    return paired_bootstrap(_read(ha), _read(hb), _read(ref), n=n)

@@ -19,7 +19,7 @@ import numpy as np
 
 from lskd_fairseq.atomic import atomic_write_json
 
-from . import projection as proj
+from . import projection
 
 
 def load_json(path: str) -> Dict:
@@ -43,12 +43,12 @@ def stability_result(src: str, **kw) -> Dict:
     """A JSON from ``lskd-stability --json``, or a checkpoint to score now."""
     if src.endswith(".json"):
         return load_json(src)
-    from . import stability as st
+    from . import stability
 
-    if st.detect_kind(src) == "vision":
-        return st.vision_stability(src, **{k: v for k, v in kw.items() if k in (
+    if stability.detect_kind(src) == "vision":
+        return stability.vision_stability(src, **{k: v for k, v in kw.items() if k in (
             "data", "split", "batch_size", "keep_features_of", "max_features_per_class", "limit_per_class")})
-    return st.fairseq_stability(src, **{k: v for k, v in kw.items() if k in ("data_bin", "split", "top_tokens")})
+    return stability.fairseq_stability(src, **{k: v for k, v in kw.items() if k in ("data_bin", "split", "top_tokens")})
 
 
 def class_indices(names_or_ids: Sequence[str], classes: Sequence[str]) -> List[int]:
@@ -74,10 +74,10 @@ def default_projection_classes(classes: Sequence[str]) -> List[str]:
 def projection_panel(result: Dict, classes: Sequence[int], title: str, max_per_class: int = 0) -> Dict:
     if result.get("features") is None:
         raise ValueError("this stability result holds no penultimate features (compute it with keep_features_of)")
-    p = proj.project_classes(np.asarray(result["features"]), np.asarray(result["feature_labels"]),
+    p = projection.project_classes(np.asarray(result["features"]), np.asarray(result["feature_labels"]),
                              np.asarray(result["classifier_weight"]), classes, max_per_class=max_per_class)
     p["title"] = title
-    p["summary"] = proj.cluster_summary(p["points"], p["labels"], classes)
+    p["summary"] = projection.cluster_summary(p["points"], p["labels"], classes)
     return p
 
 

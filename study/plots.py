@@ -5,9 +5,13 @@
 * ``plot_curves``          - students' training loss and validation accuracy/BLEU per epoch (Fig. 5)
 * ``plot_temperature``     - student accuracy/BLEU against KD temperature, per teacher
 * ``plot_reliability``     - reliability diagrams with ECE
+* ``plot_seeds``           - every seed's pair of students (the paired design)
+* ``plot_teacher_curves``  - teachers' validation curves, the kept epoch and where training stopped
+
+A figure without data is not drawn at all (the report says why): an empty
+picture must never look like a result.
 """
 
-import os
 from typing import Dict, List, Optional, Sequence
 
 import matplotlib
@@ -151,14 +155,60 @@ def plot_reliability(panels: Sequence[Dict], path: str) -> str:
     return _save(fig, path)
 
 
-def placeholder(path: str, message: str) -> str:
-    """A PNG that says why a figure has no data (a run failed or was not part of this scale)."""
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=9)
+def plot_seeds(panels: Sequence[Dict], path: str, title: str = "Every seed's student, paired by seed") -> str:
+    """``panels``: dicts with ``title``, ``unit`` and ``pairs``: (seed, value of the LS teacher's student,
+    value of the no-LS teacher's student). Each seed is a line between its two students, so the
+    paired differences the verdicts use can be read off; the bar is the mean."""
+    cols = min(4, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, p in zip(axes.flat, panels):
+        pairs = p["pairs"]
+        for i, (seed, a, b) in enumerate(pairs):
+            c = COLORS[i % len(COLORS)]
+            ax.plot([0, 1], [b, a], "-o", color=c, ms=5, label=f"seed {seed}")
+        for x, vals in ((0, [b for _, _, b in pairs]), (1, [a for _, a, _ in pairs])):
+            if vals:
+                ax.hlines(np.mean(vals), x - 0.15, x + 0.15, color="black", lw=2)
+        ax.set_xticks([0, 1])
+        ax.set_xticklabels(p.get("labels", ("no-LS teacher", "LS teacher")), fontsize=8)
+        ax.set_xlim(-0.4, 1.4)
+        ax.set_ylabel(p.get("unit", ""))
+        ax.set_title(p.get("title", ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title + "  (bars: means)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_teacher_curves(series: Sequence[Dict], path: str,
+                        title: str = "Teachers: validation metric per epoch and where training stopped") -> str:
+    """``series``: dicts with ``label``, ``epoch``, ``valid`` (metric per epoch), ``metric`` (axis name),
+    ``best_epoch`` (the kept checkpoint, marked with a star) and ``last_epoch`` (dashed line)."""
+    fig, axes = plt.subplots(1, len(series), figsize=(4.6 * len(series), 3.8), squeeze=False)
+    for ax, s in zip(axes[0], series):
+        ep = [e for e, v in zip(s["epoch"], s["valid"]) if v is not None]
+        val = [v for v in s["valid"] if v is not None]
+        ax.plot(ep, val, "-o", ms=3, color="tab:blue")
+        if s.get("best_epoch") in ep:
+            ax.plot([s["best_epoch"]], [val[ep.index(s["best_epoch"])]], "*", ms=14, color="tab:red",
+                    label=f"kept: epoch {s['best_epoch']}")
+        if s.get("last_epoch"):
+            ax.axvline(s["last_epoch"], ls="--", color="gray", label=f"stopped after epoch {s['last_epoch']}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(s.get("metric", "validation metric"))
+        ax.set_title(s.get("label", ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 
 __all__: List[str] = [
-    "plot_projection", "plot_mean_softmax", "plot_curves", "plot_temperature", "plot_reliability", "placeholder",
+    "plot_projection", "plot_mean_softmax", "plot_curves", "plot_temperature", "plot_reliability", "plot_seeds",
+    "plot_teacher_curves",
 ]

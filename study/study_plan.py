@@ -1,25 +1,30 @@
-"""What ``lskd-study`` runs at each scale: the settings and the list of runs.
+"""What ``lskd-study`` runs at each scale: the settings, the list of runs and their estimates.
 
 Two tracks that do not depend on each other:
 
 * ``nmt``: the Multi30k recipe (``recipes/multi30k/run.sh``, owned by the
-  recipes), stage by stage: data, teachers with and without LS, a student
-  without KD, word-level KD students of each teacher at T=1, sequence-level KD
-  students of each teacher, BLEU on the test set; then word-level KD students of
-  each teacher at each T in ``kd_sweep_temperatures``.
+  recipes), stage by stage: data, teachers with and without LS and the
+  teachers' translations of the training set, once; then, once per seed, a
+  student without KD, word-level KD students of each teacher at T=1,
+  sequence-level KD students of each teacher, test BLEU, and word-level KD
+  students of each teacher at each T in ``kd_sweep_temperatures``, all with the
+  recipe's ``--seed`` (it names seed N's students ``<name>_s<N>``, seed 1's by
+  their plain names, beside the same teachers in one work folder).
 * ``vision``: ``lskd-vision-train`` on CIFAR-10 (the JPEG tarball): teachers
-  with and without LS, a student without KD, and students of each teacher at
-  each T in ``temperatures`` (alpha = 1: soft labels only, the paper's setting);
-  and, when ``long_tail_imbalance`` is set, the same two teachers and their T=1
-  students again on a long-tailed version of the training set (class c keeps
-  ``n_max * F^(-c/(C-1))`` images; the test set stays balanced), for the paper's
-  claim that LS loses effectiveness on long-tailed data.
+  with and without LS, once; per seed, a student without KD and students of each
+  teacher at each T in ``temperatures`` (alpha = 1: soft labels only, the paper's
+  setting); and, when ``long_tail_imbalance`` is set, the same two teachers and
+  their T=1 students again on a long-tailed training set (class c keeps
+  ``n_max * F^(-c/(C-1))`` images, n_max a whole class; the test set stays balanced).
 
-then the ``analysis`` (stability of every model, figures, report) that reads both.
+The two students of one seed get the same ``--seed`` (initialisation, data order,
+augmentations): the report compares them as pairs. Then the ``analysis``
+(stability of every model) that the report reads.
 
 The NMT scales are the recipe's own (``--scale`` is passed through), so a study
-and a recipe run at the same scale produce the same models. The vision ``cpu``
-scale is sized to take about as long as the recipe's cpu scale on one core.
+and a recipe run at the same scale produce the same models. The estimates
+(``est_s``) come from throughput measured on the 2-core machine; the report
+replaces them by the runs' measured times.
 """
 
 import os
@@ -27,11 +32,37 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# ../shared/data beside the checkout, or $LSKD_SHARED_DATA
-SHARED_DATA = os.environ.get("LSKD_SHARED_DATA") or os.path.join(os.path.dirname(REPO), "shared", "data")
-CIFAR10_TARBALL = os.path.join(SHARED_DATA, "cifar10", "cifar10_jpg.tar.gz")
-MULTI30K_DIR = os.path.join(SHARED_DATA, "multi30k")
 RECIPE = os.path.join(REPO, "recipes", "multi30k", "run.sh")
+
+
+def default_data_root() -> str:
+    """$LSKD_SHARED_DATA, else ../shared/data beside the checkout."""
+    return os.environ.get("LSKD_SHARED_DATA") or os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+def data_paths(root: Optional[str] = None) -> Dict[str, str]:
+    """Where the study reads its data under ``root`` (default: :func:`default_data_root`)."""
+    root = os.path.abspath(root or default_data_root())
+    return {"root": root, "cifar10": os.path.join(root, "cifar10", "cifar10_jpg.tar.gz"),
+            "multi30k": os.path.join(root, "multi30k")}
+
+
+# Single-thread CPU training throughput (images a second, batch 128, with augmentation) measured
+# on the 2-core development machine while it was shared with other work, and the cost of a
+# teacher's forward pass per image for KD students: the first estimates of the cpu scale.
+TRAIN_IMG_PER_S = {"resnet20": 86.0, "resnet8": 215.0}
+FORWARD_S_PER_IMG = {"resnet20": 0.0037, "resnet8": 0.0009}
+CIFAR10_TRAIN_PER_CLASS = 5000
+CIFAR10_CLASSES = 10
+
+
+def vision_train_s(arch: str, images: int, epochs: int, teacher_arch: Optional[str] = None) -> float:
+    """Estimated seconds of one lskd-vision-train run on one CPU thread."""
+    per_img = 1.0 / TRAIN_IMG_PER_S.get(arch, 100.0)
+    if teacher_arch:
+        per_img += FORWARD_S_PER_IMG.get(teacher_arch, 0.004)
+    return images * epochs * per_img * 1.1  # + validation and test passes
+
 
 SCALES = ("smoke", "cpu", "full")
 
@@ -45,15 +76,24 @@ class VisionScale:
     batch_size: int
     lr: float
     temperatures: List[float]
+    # the teachers' optimiser: SGD (Nesterov when set), weight decay, warm-up epochs, then cosine
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
     ls_convention: str = "uniform"  # eps/K on every class, as torchvision (the paper's ImageNet models)
     # smoke: a symlinked subset folder (train/test per class); otherwise the tarball itself
     subset_train_per_class: int = 0
     subset_test_per_class: int = 0
-    train_per_class: int = 0  # lskd-vision-train --train-per-class (0 = all)
+    train_per_class: int = 0  # lskd-vision-train --train-per-class of the teachers (0 = all)
+    student_train_per_class: int = 0  # the same for the students (0 = all)
     val_fraction: float = 0.1
     small_input_stem: bool = False
     long_tail_imbalance: float = 0.0  # F > 1 adds the long-tailed arm (0: none)
+    # the long-tailed runs: no validation carve, so n_max is the full class (5000 on CIFAR-10, as
+    # CIFAR-10-LT), the last epoch is kept; many-shot > MANY training images, few-shot < FEW
+    long_tail_val_fraction: float = 0.0
+    shot_thresholds: Tuple[int, int] = (100, 20)
     extra: List[str] = field(default_factory=list)
     # rough seconds per run on one uncontended CPU core (for the first ETA only)
     est_teacher_s: float = 60
@@ -82,6 +122,7 @@ class Scale:
     nmt: NmtScale
     jobs: int  # tracks run side by side (1 thread each when 2)
     note: str
+    seeds: int = 3  # every student is trained once per seed (1..seeds); teachers once
 
 
 SCALE_DEFS: Dict[str, Scale] = {
@@ -91,11 +132,12 @@ SCALE_DEFS: Dict[str, Scale] = {
             teacher_arch="resnet8", student_arch="resnet8", teacher_epochs=1, student_epochs=1,
             batch_size=32, lr=0.05, temperatures=[1, 2, 4],
             subset_train_per_class=40, subset_test_per_class=20, val_fraction=0.1,
-            long_tail_imbalance=10, est_teacher_s=12, est_student_s=12,
+            long_tail_imbalance=10, shot_thresholds=(25, 8), est_teacher_s=12, est_student_s=12,
         ),
         nmt=NmtScale("smoke", 12, 8, est_teacher_s=20, est_student_s=15, est_other_s=20,
                      est_distill_s=40, est_eval_s=25, top_tokens=200, kd_sweep_temperatures=[2]),
         jobs=2,
+        seeds=2,
         note=(
             "smoke scale is a plumbing check: a few hundred sentences and images, one epoch "
             "or a dozen updates per model. Nothing about the paper's claims can be concluded from it."
@@ -104,24 +146,30 @@ SCALE_DEFS: Dict[str, Scale] = {
     "cpu": Scale(
         name="cpu",
         vision=VisionScale(
-            # the same settings as recipes/vision/cifar10_ls_kd.sh at its CPU scale
-            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=15, student_epochs=15,
-            batch_size=128, lr=0.1, temperatures=[1, 2, 4],
-            train_per_class=1000, val_fraction=0.1, long_tail_imbalance=10,
-            est_teacher_s=1500, est_student_s=1000,
+            # teachers: the whole training set less the seeded 10% validation carve (45,000 images),
+            # 30 epochs of SGD with Nesterov momentum 0.9, weight decay 5e-4, one warm-up epoch and
+            # a cosine schedule (aimed at >= 88% top-1 for ResNet-20); students: ResNet-8 on 1,000
+            # images a class for 15 epochs, their cost doubled by the teacher's forward pass
+            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=30, student_epochs=15,
+            batch_size=128, lr=0.1, temperatures=[1, 2, 4], nesterov=True, warmup_epochs=1.0,
+            train_per_class=0, student_train_per_class=1000, val_fraction=0.1,
+            long_tail_imbalance=100, shot_thresholds=(1500, 200),
+            est_teacher_s=vision_train_s("resnet20", 45000, 30),
+            est_student_s=vision_train_s("resnet8", 10000, 15, "resnet20"),
         ),
-        # seconds measured with two runs side by side on 2 cores
-        nmt=NmtScale("cpu", 1500, 1000, est_teacher_s=650, est_student_s=260, est_other_s=60,
+        # students: seconds measured with two runs side by side on 2 cores; teachers: the recipe trains
+        # them until validation BLEU stops improving (at most 12000 updates), guessed at ~6000 updates
+        # of ~1.3 s (3+3 layers, 2048-token batches, one thread)
+        nmt=NmtScale("cpu", 12000, 1000, est_teacher_s=7800, est_student_s=260, est_other_s=60,
                      est_distill_s=120, est_eval_s=60, kd_sweep_temperatures=[2, 4]),
         jobs=2,
+        seeds=3,
         note=(
-            "cpu scale: Multi30k en-de with the recipe's cpu models (2+2-layer d=128 teachers "
-            "trained for 1500 updates, 2+2-layer d=64 students for 1000 updates, about 3 and 2 "
-            "epochs) and CIFAR-10 with 1,000 training images a "
-            "class (and a long-tailed copy, imbalance 10, for the long-tail claim), ResNet-20 "
-            "teachers and ResNet-8 students for 15 epochs; one seed. Far "
-            "below the paper's ImageNet/IWSLT settings: differences smaller than the noise "
-            "estimates given with each table are not evidence either way."
+            "cpu scale: Multi30k en-de with the recipe's cpu models and CIFAR-10 with ResNet-20 "
+            "teachers trained on the whole training set (less the validation carve) for 30 epochs, "
+            "ResNet-8 students on 1,000 images a class for 15 epochs, and a long-tailed arm "
+            "(CIFAR-10-LT: n_max 5000, imbalance 100). Teachers are trained once per setting; every "
+            "student once per seed, paired by seed. Far below the paper's ImageNet/IWSLT settings."
         ),
     ),
     "full": Scale(
@@ -129,7 +177,7 @@ SCALE_DEFS: Dict[str, Scale] = {
         vision=VisionScale(
             teacher_arch="resnet50", student_arch="resnet18", teacher_epochs=200, student_epochs=200,
             batch_size=128, lr=0.1, temperatures=[1, 2, 4], val_fraction=0.1, small_input_stem=True,
-            long_tail_imbalance=100,
+            nesterov=True, warmup_epochs=1.0, long_tail_imbalance=100, shot_thresholds=(1500, 200),
             extra=["--workers", "4", "--amp"],  # GPU: parallel image decoding, mixed precision
             est_teacher_s=4 * 3600, est_student_s=3 * 3600,
         ),
@@ -166,7 +214,42 @@ def t_tag(t: float) -> str:
     return f"T{t:g}".replace(".", "p")
 
 
-def vision_runs(scale: Scale, work: str) -> List[Run]:
+def seed_name(base: str, seed: int) -> str:
+    """The run (and folder) name of a student trained with ``seed``."""
+    return f"{base}_seed{seed}"
+
+
+def recipe_name(base: str, seed: Optional[int]) -> str:
+    """The Multi30k recipe's name of a student trained with ``seed`` (its --seed): the plain
+    name for seed 1, ``<name>_s<seed>`` otherwise (teachers: seed None, the plain name)."""
+    return base if seed in (None, 1) else f"{base}_s{seed}"
+
+
+def split_seed_name(name: str) -> Tuple[str, Optional[int]]:
+    """``student_ls_T1_seed2`` -> (``student_ls_T1``, 2); a teacher's name -> (name, None)."""
+    base, sep, tail = name.rpartition("_seed")
+    if sep and tail.isdigit():
+        return base, int(tail)
+    return name, None
+
+
+def vision_student_bases(scale: Scale) -> List[str]:
+    """Names (without the seed) of the vision students, in training order."""
+    v = scale.vision
+    names = ["student_nokd"] + [f"student_{tn}_{t_tag(t)}" for t in v.temperatures for tn in ("nols", "ls")]
+    if v.long_tail_imbalance and v.long_tail_imbalance > 1:
+        names += [f"lt_student_{tn}_T1" for tn in ("nols", "ls")]
+    return names
+
+
+def long_tail_images(scale: Scale) -> int:
+    """Training images of the long-tailed CIFAR-10 copy (n_max = a whole class)."""
+    f = scale.vision.long_tail_imbalance
+    n_max = CIFAR10_TRAIN_PER_CLASS
+    return sum(int(n_max * f ** (-c / (CIFAR10_CLASSES - 1)) + 1e-9) for c in range(CIFAR10_CLASSES))
+
+
+def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
     v = scale.vision
     runs: List[Run] = []
     data_dep: List[str] = []
@@ -178,60 +261,76 @@ def vision_runs(scale: Scale, work: str) -> List[Run]:
     for name, ls in teachers:
         runs.append(Run(f"vision/{name}", "vision", "vision_train",
                         f"CIFAR-10 teacher {v.teacher_arch}, LS {ls:g}", v.est_teacher_s,
-                        {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None},
+                        {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None,
+                         "role": "teacher", "seed": 0},
                         total=v.teacher_epochs, deps=list(data_dep)))
-    runs.append(Run("vision/student_nokd", "vision", "vision_train",
-                    f"CIFAR-10 student {v.student_arch}, no KD", v.est_student_s * 0.6,
-                    {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0, "teacher": None},
-                    total=v.student_epochs, deps=list(data_dep)))
-    for t in v.temperatures:
-        for name, _ in teachers:
-            runs.append(Run(f"vision/student_{name[len('teacher_'):]}_{t_tag(t)}", "vision", "vision_train",
-                            f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}", v.est_student_s,
-                            {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
-                             "teacher": name, "T": t}, total=v.student_epochs, deps=[f"vision/{name}"]))
     f = v.long_tail_imbalance
-    if f and f > 1:
-        k = 10  # CIFAR-10: the share of the images a long-tailed copy keeps, for the estimates
-        share = sum(f ** (-c / (k - 1)) for c in range(k)) / k
+    lt = bool(f and f > 1)
+    # the long-tailed copy's share of the teacher's training images, for the estimates
+    share = (long_tail_images(scale) / (CIFAR10_CLASSES * CIFAR10_TRAIN_PER_CLASS * (1 - v.val_fraction))
+             if lt else 0.0)
+    if lt:
         for name, ls in teachers:
             runs.append(Run(f"vision/lt_{name}", "vision", "vision_train",
                             f"long-tailed CIFAR-10 (imbalance {f:g}) teacher {v.teacher_arch}, LS {ls:g}",
                             v.est_teacher_s * share,
                             {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None,
-                             "imbalance": f},
+                             "imbalance": f, "role": "teacher", "seed": 0},
                             total=v.teacher_epochs, deps=list(data_dep)))
-        for name, _ in teachers:
-            runs.append(Run(f"vision/lt_student_{name[len('teacher_'):]}_T1", "vision", "vision_train",
-                            f"long-tailed CIFAR-10 student {v.student_arch} <- lt_{name}, KD alpha 1, T=1",
-                            v.est_student_s * share,
-                            {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
-                             "teacher": f"lt_{name}", "T": 1.0, "imbalance": f},
-                            total=v.student_epochs, deps=[f"vision/lt_{name}"]))
+    for seed in seeds:
+        runs.append(Run(f"vision/{seed_name('student_nokd', seed)}", "vision", "vision_train",
+                        f"CIFAR-10 student {v.student_arch}, no KD, seed {seed}", v.est_student_s * 0.6,
+                        {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0, "teacher": None,
+                         "role": "student", "seed": seed},
+                        total=v.student_epochs, deps=list(data_dep)))
+        for t in v.temperatures:
+            for name, _ in teachers:
+                base = f"student_{name[len('teacher_'):]}_{t_tag(t)}"
+                runs.append(Run(f"vision/{seed_name(base, seed)}", "vision", "vision_train",
+                                f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}, seed {seed}",
+                                v.est_student_s,
+                                {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
+                                 "teacher": name, "T": t, "role": "student", "seed": seed},
+                                total=v.student_epochs, deps=[f"vision/{name}"]))
+        if lt:
+            for name, _ in teachers:
+                base = f"lt_student_{name[len('teacher_'):]}_T1"
+                runs.append(Run(f"vision/{seed_name(base, seed)}", "vision", "vision_train",
+                                f"long-tailed CIFAR-10 student {v.student_arch} <- lt_{name}, KD alpha 1, T=1, "
+                                f"seed {seed}", v.est_student_s * share * 1.2,
+                                {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
+                                 "teacher": f"lt_{name}", "T": 1.0, "imbalance": f, "role": "student",
+                                 "seed": seed},
+                                total=v.student_epochs, deps=[f"vision/lt_{name}"]))
     return runs
 
 
 _T = ["nmt/teacher_ls", "nmt/teacher_nols"]
-NMT_MODELS = [
-    # (study run id, recipe stage(s), recipe step(s) holding a training log, title, kind, deps)
+# (study run id, recipe stage(s), recipe step(s) holding a training log, title, kind, deps)
+NMT_SHARED = [
     ("nmt/data", "prepare:binarize", [], "Multi30k data: raw text, sentencepiece, binarize", None, []),
     ("nmt/teacher_ls", "teacher_ls", ["teacher_ls"], "NMT teacher with LS", "teacher", ["nmt/data"]),
     ("nmt/teacher_nols", "teacher_nols", ["teacher_nols"], "NMT teacher without LS", "teacher", ["nmt/data"]),
+    ("nmt/distill", "distill", [], "NMT teachers translate the training set (sequence-level KD data)", None, _T),
+]
+# per seed: the ids get _seed<s>, the recipe's steps <name>_s<s>; deps in {} are runs of the same seed
+NMT_PER_SEED = [
     ("nmt/student_nokd", "student_nokd", ["student_nokd"], "NMT student, no KD", "student", ["nmt/data"]),
     ("nmt/student_wordkd", "student_wordkd", ["student_wordkd_ls", "student_wordkd_nols"],
      "NMT word-level KD students of both teachers, T=1", "student2", _T),
-    ("nmt/distill", "distill", [], "NMT teachers translate the training set (sequence-level KD data)", None, _T),
     ("nmt/student_seqkd", "student_seqkd", ["student_seqkd_ls", "student_seqkd_nols"],
      "NMT sequence-level KD students of both teachers", "student2", ["nmt/distill"]),
-    ("nmt/evaluate", "evaluate", [], "NMT test-set BLEU of all seven models", None,
-     _T + ["nmt/student_nokd", "nmt/student_wordkd", "nmt/student_seqkd"]),
+    ("nmt/evaluate", "evaluate", [], "NMT test-set BLEU of the teachers and this seed's students", None,
+     _T + ["{nmt/student_nokd}", "{nmt/student_wordkd}", "{nmt/student_seqkd}"]),
 ]
+NMT_MODELS = NMT_SHARED + NMT_PER_SEED
 
 
-def nmt_runs(scale: Scale, work: str) -> List[Run]:
+def nmt_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
     n = scale.nmt
     runs = []
-    for rid, stage, steps, title, what, deps in NMT_MODELS:
+
+    def make(rid, stage, steps, title, what, deps, seed):
         if what == "teacher":
             est, total = n.est_teacher_s, n.max_update_teacher
         elif what == "student":
@@ -245,20 +344,33 @@ def nmt_runs(scale: Scale, work: str) -> List[Run]:
         else:
             est, total = n.est_other_s, None
         lo, _, hi = stage.partition(":")
-        runs.append(Run(rid, "nmt", "recipe_stage", title, est,
-                        {"stage": lo, "stop_stage": hi or lo, "steps": steps,
-                         "max_update": n.max_update_teacher if what == "teacher" else n.max_update_student},
-                        total=total, unit="update", deps=list(deps)))
+        if seed is not None:
+            rid, title = seed_name(rid, seed), f"{title}, seed {seed}"
+            deps = [seed_name(d[1:-1], seed) if d.startswith("{") else d for d in deps]
+            steps = [recipe_name(st, seed) for st in steps]
+            if rid.startswith("nmt/evaluate") and seed != seeds[0]:
+                deps.append(seed_name("nmt/evaluate", seeds[0]))  # the first evaluation scores the teachers
+        return Run(rid, "nmt", "recipe_stage", title, est,
+                   {"stage": lo, "stop_stage": hi or lo, "steps": steps, "seed": seed,
+                    "max_update": n.max_update_teacher if what == "teacher" else n.max_update_student},
+                   total=total, unit="update", deps=list(deps))
+
+    for spec in NMT_SHARED:
+        runs.append(make(*spec, None))
     steps = nmt_sweep_names(scale)
-    if steps:
-        runs.append(Run("nmt/temperature_sweep", "nmt", "recipe_stage",
-                        "NMT word-level KD students of both teachers at T = "
-                        + ", ".join(f"{t:g}" for t in n.kd_sweep_temperatures),
-                        len(steps) * (n.est_student_s + n.est_eval_s),
-                        {"stage": "temperature_sweep", "stop_stage": "temperature_sweep", "steps": steps,
-                         "max_update": n.max_update_student},
-                        total=len(steps) * n.max_update_student, unit="update",
-                        deps=_T + ["nmt/evaluate"]))
+    for seed in seeds:
+        for spec in NMT_PER_SEED:
+            runs.append(make(*spec, seed))
+        if steps:
+            runs.append(Run(seed_name("nmt/temperature_sweep", seed), "nmt", "recipe_stage",
+                            "NMT word-level KD students of both teachers at T = "
+                            + ", ".join(f"{t:g}" for t in n.kd_sweep_temperatures) + f", seed {seed}",
+                            len(steps) * (n.est_student_s + n.est_eval_s),
+                            {"stage": "temperature_sweep", "stop_stage": "temperature_sweep",
+                             "steps": [recipe_name(st, seed) for st in steps],
+                             "max_update": n.max_update_student, "seed": seed},
+                            total=len(steps) * n.max_update_student, unit="update",
+                            deps=_T + [seed_name("nmt/evaluate", seed)]))
     return runs
 
 
@@ -274,21 +386,65 @@ def nmt_sweep_names(scale: Scale) -> List[str]:
     return [name for _, ls, nols in nmt_sweep_pairs(scale) for name in (ls, nols)]
 
 
-def plan(scale_name: str, work: str, tracks=("nmt", "vision")) -> List[Run]:
+def plan(scale_name: str, work: str, tracks=("nmt", "vision"), seeds: Optional[int] = None) -> List[Run]:
     scale = SCALE_DEFS[scale_name]
+    seed_list = list(range(1, (seeds or scale.seeds) + 1))
     runs: List[Run] = []
     if "nmt" in tracks:
-        runs += nmt_runs(scale, work)
+        runs += nmt_runs(scale, work, seed_list)
     if "vision" in tracks:
-        runs += vision_runs(scale, work)
+        runs += vision_runs(scale, work, seed_list)
     if "vision" in tracks:
+        n_models = sum(1 for r in runs if r.kind == "vision_train")
         runs.append(Run("analysis/vision_stability", "analysis", "analysis",
                         "1-S, ECE, class-mean softmax and penultimate features of every CIFAR-10 model",
-                        30 if scale_name == "smoke" else 300,
+                        2 * n_models if scale_name == "smoke" else 30 * n_models,
                         deps=[r.id for r in runs if r.kind == "vision_train"], soft=True, unit="model"))
     if "nmt" in tracks:
         runs.append(Run("analysis/nmt_stability", "analysis", "analysis",
-                        "token-level 1-S and ECE of the NMT teachers and word-KD students",
+                        "token-level 1-S and ECE of the NMT teachers and the first seed's word-KD students",
                         20 if scale_name == "smoke" else 240,
-                        deps=["nmt/teacher_ls", "nmt/teacher_nols", "nmt/student_wordkd"], soft=True, unit="model"))
+                        deps=["nmt/teacher_ls", "nmt/teacher_nols", seed_name("nmt/student_wordkd", seed_list[0])],
+                        soft=True, unit="model"))
     return runs
+
+
+def fmt_dur(s: Optional[float]) -> str:
+    if s is None or s != s:
+        return "?"
+    s = max(0, int(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def estimate_makespan(runs: List[Run], jobs: int) -> float:
+    """Seconds the plan takes on ``jobs`` slots by its estimates, scheduled as lskd-study does
+    (the ready run with the longest chain of runs behind it first)."""
+    by_id = {r.id: r for r in runs}
+    chain: Dict[str, float] = {}
+
+    def chain_s(rid: str) -> float:
+        if rid not in chain:
+            after = [r.id for r in runs if rid in r.deps]
+            chain[rid] = by_id[rid].est_s + max((chain_s(a) for a in after), default=0.0)
+        return chain[rid]
+
+    done: Dict[str, float] = {}  # run -> end time
+    slots = [0.0] * max(1, jobs)
+    pending = sorted(runs, key=lambda r: -chain_s(r.id))
+    while pending:
+        k = min(range(len(slots)), key=lambda i: slots[i])
+        now = slots[k]
+        ready = [r for r in pending if all(d in done and done[d] <= now for d in r.deps if d in by_id)]
+        if not ready:
+            later = [done[d] for r in pending for d in r.deps if d in done and done[d] > now]
+            slots[k] = min(later) if later else now + 1.0
+            continue
+        r = ready[0]
+        pending.remove(r)
+        slots[k] = now + r.est_s
+        done[r.id] = slots[k]
+    return max(slots)

@@ -1,7 +1,8 @@
-"""lskd-study at smoke scale, end to end on the real data (Multi30k + CIFAR-10):
-every table and figure is written, and a second invocation skips every finished run.
+"""lskd-study at smoke scale with two seeds, end to end on the real data (Multi30k + CIFAR-10):
+every table and figure is written, every student is trained once per seed (paired across the
+two teachers), the study accounts for its time, and a second invocation skips every finished run.
 
-Takes a few minutes on 2 CPU cores (the whole point of the smoke scale)."""
+Takes a few minutes on 2 CPU cores (the whole point of the smoke scale; it must stay under 10)."""
 
 import re
 import time
@@ -13,9 +14,12 @@ from conftest import SHARED_DATA, run_cli
 FIGURES = [
     "fig1_projection.png", "fig4_mean_softmax.png", "fig5_curves_vision.png", "fig5_curves_nmt.png",
     "fig_temperature.png", "fig_temperature_nmt.png", "fig_reliability_vision.png", "fig_reliability_nmt.png",
+    "fig_seeds.png", "fig_teacher_curves.png",
 ]
 TABLE_HEADINGS = [
     "## Claims",
+    "## Time",
+    "## Teachers' training: where each stopped and why",
     "## Teachers with and without LS: accuracy and 1-S (compare: paper Table 1)",
     "## Distillation at T = 1, soft labels only (compare: paper Table 2)",
     "## Student accuracy against temperature (compare: Chandrasegaran et al.)",
@@ -32,12 +36,12 @@ def smoke_study(tmp_path_factory):
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     out = tmp_path_factory.mktemp("study") / "smoke"
     t0 = time.time()
-    proc = run_cli(["lskd-study", "--scale", "smoke", "--out", out], timeout=1200)
+    proc = run_cli(["lskd-study", "--scale", "smoke", "--seeds", "2", "--out", out], timeout=1200)
     return out, proc, time.time() - t0
 
 
 def test_smoke_study_writes_every_table_and_figure(smoke_study):
-    out, proc, _ = smoke_study
+    out, proc, seconds = smoke_study
     log = proc.stdout
     # progress: which run (i/N), which epoch / update, time left
     assert re.search(r"run \d+/\d+ vision/teacher_ls: epoch 1/1 \| elapsed .* study left ~", log)
@@ -47,6 +51,13 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
         assert h in report, h
     assert "nothing can be concluded" in report
     assert "Incomplete" not in report
+    # accounts: the sum of run times, the makespan, and the real wall time of a study run in one go
+    assert re.search(r"Sum of the runs' own wall times: \*\*\w+", report)
+    assert "The study ran in one go: its real wall time was" in report
+    # the claims table holds interval, n and test; students are compared over both seeds
+    claims = report.split("## Claims")[1].split("## Time")[0]
+    assert "| claim (paper) | verdict | measured here | interval | n | test |" in claims
+    assert "2 seeds" in claims
     # the paper's numbers sit beside the measured ones
     for paper_value in ("0.3106", "71.816", "68.860", "24.91"):
         assert paper_value in report
@@ -57,18 +68,27 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
     assert len(rows) == 7
     for ln in rows:
         updates, bleu = ln.split("|")[5].strip(), ln.split("|")[6].strip()
-        assert re.fullmatch(r"\d+\.\d\d", bleu) and int(updates) > 0, ln
+        want = r"\d+\.\d\d" if ln.startswith("| teacher_") else r"\d+\.\d\d ± \d+\.\d\d \(n = 2\)"
+        assert re.fullmatch(want, bleu) and int(updates) > 0, ln
     # NMT temperature sweep (T=2 at smoke scale) beside T=1
     temp = report.split("## Student accuracy against temperature")[1].split("## Long-tailed")[0]
-    assert re.search(r"\| 2 \| \d+\.\d\d \| \d+\.\d\d \| [-+]\d+\.\d\d \(", temp), temp
-    assert (out / "nmt" / "en-de" / "results" / "student_wordkd_ls_T2.json").is_file()
+    assert re.search(r"\| 2 \| [\d.]+ ± [\d.]+ \(n = 2\) \| [\d.]+ ± [\d.]+ \(n = 2\) \| [-+]\d+\.\d\d; 95% CI", temp), temp
+    # each seed's students beside the same teachers (trained once), by the recipe's --seed
+    results = out / "nmt" / "en-de" / "results"
+    assert (results / "student_wordkd_ls_T2.json").is_file() and (results / "student_wordkd_ls_T2_s2.json").is_file()
+    assert "--seed 2" in (out / "logs" / "nmt__student_wordkd_seed2.log").read_text()
+    assert not (out / "nmt" / "en-de" / "models" / "teacher_ls_s2").exists()
+    import json
+    for s in (1, 2):
+        cfg_ls = json.loads((out / "vision" / f"student_ls_T1_seed{s}" / "metrics.json").read_text())["config"]
+        cfg_no = json.loads((out / "vision" / f"student_nols_T1_seed{s}" / "metrics.json").read_text())["config"]
+        assert cfg_ls["seed"] == cfg_no["seed"] == s  # paired: same seed for both teachers' students
     # long-tailed arm: 8 rows with accuracies; the long-tailed runs trained on n_max * 10^(-c/9) images
     lt = report.split("## Long-tailed CIFAR-10")[1].split("## Multi30k")[0]
     lt_rows = [ln for ln in lt.splitlines() if ln.startswith("| balanced") or ln.startswith("| long-tailed")]
     assert len(lt_rows) == 8
     for ln in lt_rows:
-        assert re.fullmatch(r"\d+\.\d\d", ln.split("|")[5].strip()), ln
-    import json
+        assert re.fullmatch(r"\d+\.\d\d( ± \d+\.\d\d \(n = 2\))?", ln.split("|")[5].strip()), ln
     m = json.loads((out / "vision" / "lt_teacher_ls" / "metrics.json").read_text())
     counts = m["dataset"]["train_counts"]
     n_max = max(counts)
@@ -76,15 +96,17 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
     assert m["config"]["imbalance_factor"] == 10
     # smoke: no claim is called reproduced or not
     claims = report.split("## Claims")[1].split("## Teachers")[0]
-    assert "**reproduced**" not in claims and "**not reproduced**" not in claims
+    assert "**reproduced**" not in claims and "**contradicted**" not in claims
     for f in FIGURES:
         p = out / f
         assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG", f
         assert f"]({f})" in report
     # every figure was drawn from data, none is a "not drawn" placeholder
-    assert "not drawn" not in report
-    for rid in ("vision__teacher_ls", "nmt__evaluate", "analysis__vision_stability", "analysis__nmt_stability"):
+    assert "not drawn" not in report.lower()
+    for rid in ("vision__teacher_ls", "vision__student_ls_T1_seed2", "nmt__evaluate_seed1", "nmt__evaluate_seed2",
+                "analysis__vision_stability", "analysis__nmt_stability"):
         assert (out / ".done" / f"{rid}.json").is_file()
+    assert seconds < 600, f"the smoke scale took {seconds:.0f} s (it must stay under 10 minutes)"
 
 
 def test_rerun_skips_finished_runs(smoke_study):
@@ -93,7 +115,7 @@ def test_rerun_skips_finished_runs(smoke_study):
     markers = {p.name: p.stat().st_mtime for p in (out / ".done").glob("*.json")}
     assert len(markers) == n
     t0 = time.time()
-    proc = run_cli(["lskd-study", "--scale", "smoke", "--out", out], timeout=600)
+    proc = run_cli(["lskd-study", "--scale", "smoke", "--seeds", "2", "--out", out], timeout=600)
     dt = time.time() - t0
     assert len(re.findall(r": skip \(done: ", proc.stdout)) == n
     assert ": start" not in proc.stdout
@@ -113,7 +135,7 @@ def test_analysis_reruns_when_a_model_it_reads_is_newer(smoke_study):
     marker = out / ".done" / "vision__lt_teacher_ls.json"
     later = (out / ".done" / "analysis__vision_stability.json").stat().st_mtime + 5
     os.utime(marker, (later, later))
-    proc = run_cli(["lskd-study", "--scale", "smoke", "--out", out], timeout=600)
+    proc = run_cli(["lskd-study", "--scale", "smoke", "--seeds", "2", "--out", out], timeout=600)
     started = re.findall(r"run \d+/\d+ (\S+): start", proc.stdout)
     assert started == ["analysis/vision_stability"]
     assert len(re.findall(r": skip \(done: ", proc.stdout)) == n - 1

@@ -75,48 +75,48 @@ def build_parser():
 
 
 def run(args) -> str:
-    from lskd_study import figures as F
-    from lskd_study import plots as P
+    from lskd_study import figures as figure_data
+    from lskd_study import plots
 
     if args.cmd == "projection":
         from lskd_study.stability import vision_stability
         from lskd_vision.engine import load_checkpoint
 
         classes_all = load_checkpoint(args.with_ls)["config"]["classes"]
-        names = args.classes.split(",") if args.classes else F.default_projection_classes(classes_all)
-        idx = F.class_indices(names, classes_all)
+        names = args.classes.split(",") if args.classes else figure_data.default_projection_classes(classes_all)
+        idx = figure_data.class_indices(names, classes_all)
         panels = []
         for title, ck in (("teacher trained with LS", args.with_ls), ("teacher trained without LS", args.without_ls)):
             r = vision_stability(ck, data=args.data, split=args.split, keep_features_of=idx,
                                  max_features_per_class=args.max_per_class)
-            panels.append(F.projection_panel(r, idx, f"{title}\n{os.path.basename(os.path.dirname(ck))}"))
-        return P.plot_projection(panels, args.output, class_names=classes_all)
+            panels.append(figure_data.projection_panel(r, idx, f"{title}\n{os.path.basename(os.path.dirname(ck))}"))
+        return plots.plot_projection(panels, args.output, class_names=classes_all)
     if args.cmd == "mean-softmax":
         panels = []
         for title, src in (("with LS", args.with_ls), ("without LS", args.without_ls)):
-            r = F.stability_result(src, data=args.data, split=args.split)
+            r = figure_data.stability_result(src, data=args.data, split=args.split)
             if r.get("kind") != "vision":
                 raise ValueError(f"{src}: mean-softmax plots need a vision model (class x class means)")
             panels.append({"title": f"{title} (1-S = {r['one_minus_S']:.4f})", "class_means": r["class_means"]})
-        return P.plot_mean_softmax(panels, args.output, class_names=r["classes"])
+        return plots.plot_mean_softmax(panels, args.output, class_names=r["classes"])
     if args.cmd == "reliability":
         panels = []
         for name, src in _pairs(args.models):
             kw = {"split": args.split} if args.split else {}
-            r = F.stability_result(src, data=args.data, data_bin=args.data, **kw)
+            r = figure_data.stability_result(src, data=args.data, data_bin=args.data, **kw)
             panels.append({"title": name, "calibration": r["calibration"]})
-        return P.plot_reliability(panels, args.output)
+        return plots.plot_reliability(panels, args.output)
     if args.cmd == "curves":
         series = []
         metric = "validation accuracy (%)"
         for name, src in _pairs(args.runs):
             if os.path.isdir(src):
-                series.append(F.vision_curve(src, name))
+                series.append(figure_data.vision_curve(src, name))
             else:
-                c = F.fairseq_curve(src, name)
+                c = figure_data.fairseq_curve(src, name)
                 metric = {"bleu": "validation BLEU", "loss": "validation loss"}.get(c["metric"], metric)
                 series.append(c)
-        return P.plot_curves(series, args.output, metric_name=metric)
+        return plots.plot_curves(series, args.output, metric_name=metric)
     if args.cmd == "temperature":
         series = []
         for name, spec in _pairs(args.series):
@@ -126,15 +126,14 @@ def run(args) -> str:
                 Ts.append(float(t))
                 vals.append(float(v))
             series.append({"label": name, "T": Ts, "value": vals})
-        return P.plot_temperature(series, args.output, metric_name=args.metric)
+        return plots.plot_temperature(series, args.output, metric_name=args.metric)
     raise ValueError(args.cmd)
 
 
 def main(argv=None):
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    import warnings
+    from lskd_study.warning_filters import silence_known_warnings
 
-    warnings.filterwarnings("ignore")  # fairseq/torch deprecation noise
+    silence_known_warnings()  # fairseq/torch deprecation notices only
     args = build_parser().parse_args(argv)
     try:
         out = run(args)

@@ -1,0 +1,559 @@
+"""The study's executor: runs the plan's runs on job slots, with done-markers and accounts.
+
+Each run ends by writing a marker ``OUT/.done/<run>.json`` that holds its wall time
+in seconds and its start and end times, so a study that was cut off and resumed
+can still account for its time (``collect.accounts``). ``lskd-study``
+(``cli/study.py``) parses the options and drives a :class:`Study`.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional
+
+from lskd_fairseq.atomic import atomic_write_json
+from lskd_study import study_plan
+from lskd_study.study_plan import fmt_dur
+
+_print_lock = threading.Lock()
+
+
+class Study:
+    def __init__(self, scale: str, out: str, jobs: Optional[int] = None, tracks=("nmt", "vision"),
+                 nmt_work: Optional[str] = None, threads: Optional[int] = None, quiet: bool = False,
+                 heartbeat_s: float = 30.0, reuse_vision: Optional[str] = None, seeds: Optional[int] = None,
+                 data_root: Optional[str] = None):
+        self.scale_name = scale
+        self.scale = study_plan.SCALE_DEFS[scale]
+        self.out = os.path.abspath(out)
+        self.jobs = jobs or self.scale.jobs
+        self.tracks = tuple(tracks)
+        self.nmt_work = os.path.abspath(nmt_work) if nmt_work else os.path.join(self.out, "nmt")
+        ncpu = os.cpu_count() or 1
+        self.threads = threads or max(1, ncpu // self.jobs)
+        self.quiet = quiet
+        self.reuse_vision = os.path.abspath(reuse_vision) if reuse_vision else None
+        self.heartbeat_s = heartbeat_s
+        self.seeds = list(range(1, (seeds or self.scale.seeds) + 1))
+        self.data = study_plan.data_paths(data_root)
+        self.runs = study_plan.plan(scale, self.out, self.tracks, seeds=len(self.seeds))
+        self.n_total = len(self.runs)
+        self.index = {r.id: i + 1 for i, r in enumerate(self.runs)}
+        self.by_id = {r.id: r for r in self.runs}
+        self._chain: Dict[str, float] = {}  # critical-path seconds, see chain_s
+        self.status: Dict[str, str] = {}
+        self.durations: Dict[str, float] = {}
+        self.est_done = 0.0
+        self.obs_done = 0.0
+        self.failed: List[str] = []
+        self.skipped: List[str] = []
+        self.current: Dict[str, Dict] = {}  # worker -> {run, t0, done, total}
+        self._lock = threading.Lock()
+        self.procs: List[subprocess.Popen] = []
+        self.t0 = time.time()
+        self._dirs_made = False
+
+    def make_dirs(self) -> None:
+        """The output folders (not made by the constructor: a dry run writes nothing)."""
+        for d in ("logs", ".done", "vision", "analysis"):
+            os.makedirs(os.path.join(self.out, d), exist_ok=True)
+        self._dirs_made = True
+
+    def missing_data(self) -> List[str]:
+        """The data paths the planned tracks need that do not exist."""
+        need = []
+        if "vision" in self.tracks:
+            need.append(self.data["cifar10"])
+        if "nmt" in self.tracks:
+            need.append(self.data["multi30k"])
+        return [p for p in need if not os.path.exists(p)]
+
+    # ------------------------------------------------------------ bookkeeping
+    def log(self, msg: str) -> None:
+        line = f"[study {time.strftime('%H:%M:%S')}] {msg}"
+        with _print_lock:
+            if not self.quiet or not self._dirs_made:
+                try:
+                    print(line, flush=True)
+                except (OSError, ValueError):  # stdout gone (closed pipe or terminal): keep logging to the file
+                    self.quiet = True
+            if self._dirs_made:
+                with open(os.path.join(self.out, "logs", "study.log"), "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+
+    def marker(self, rid: str) -> str:
+        return os.path.join(self.out, ".done", rid.replace("/", "__") + ".json")
+
+    def is_done(self, rid: str) -> bool:
+        """A run is done when its marker exists; an analysis run also needs its marker to be
+        newer than those of the runs it reads (a model trained since is analysed again)."""
+        path = self.marker(rid)
+        if not os.path.isfile(path):
+            return False
+        r = self.by_id.get(rid)
+        if r is not None and r.kind == "analysis":
+            mine = os.path.getmtime(path)
+            deps = [self.marker(dd) for dd in r.deps]
+            if any(os.path.isfile(m) and os.path.getmtime(m) > mine for m in deps):
+                return False
+        return True
+
+    def mark_done(self, rid: str, seconds: float, extra: Optional[Dict] = None, slot: str = "") -> None:
+        """The done-marker: the run's wall time, its start and end (epoch seconds), the job slot and
+        the invocation (start time of the lskd-study process) that ran it."""
+        path = self.marker(rid)
+        end = time.time()
+        atomic_write_json(path, {"run": rid, "seconds": seconds, "start": end - seconds, "end": end,
+                                 "slot": slot, "invocation": self.t0,
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end)),
+                                 "scale": self.scale_name, **(extra or {})})
+
+    def speed(self) -> float:
+        """Observed / estimated time of the runs finished in this session, shrunk towards 1 by a
+        prior worth two average runs (so one unusually fast or slow short run does not swing it)."""
+        prior = 2.0 * sum(r.est_s for r in self.runs) / max(1, len(self.runs))
+        return (self.obs_done + prior) / (self.est_done + prior)
+
+    def study_eta(self) -> float:
+        """Remaining estimated time: running runs' own estimates plus pending runs' priors
+        (scaled by how fast finished runs were), spread over the workers."""
+        sp = self.speed()
+        running = {c["run"].id: c for c in list(self.current.values())}
+        rem = 0.0
+        for r in self.runs:
+            stt = self.status.get(r.id)
+            if stt in ("done", "skipped", "failed"):
+                continue
+            rem += max(0.0, self.run_eta(running[r.id])) if r.id in running else r.est_s * sp
+        return rem / max(1, self.jobs)
+
+    def run_eta(self, cur: Dict) -> float:
+        el = time.time() - cur["t0"]
+        done, total = cur.get("done"), cur.get("total")
+        if total and done and done > cur.get("done0", 0):
+            frac_new = (done - cur.get("done0", 0)) / max(1, total - cur.get("done0", 0))
+            return el * (1 - frac_new) / max(frac_new, 1e-6)
+        return max(0.0, cur["run"].est_s * self.speed() - el)
+
+    def progress(self, wid: str, extra: str = "") -> None:
+        cur = self.current.get(wid)
+        if not cur:
+            return
+        r = cur["run"]
+        pos = ""
+        if cur.get("sub"):
+            pos += f" {cur['sub']}"
+        if cur.get("total"):
+            pos += f" {r.unit} {cur.get('done') or 0}/{cur['total']}"
+        left = self.run_eta(cur)
+        if cur.get("total") and cur.get("done") == cur["total"]:
+            left_s = "~0s (final evaluation)"
+        else:
+            left_s = f"~{fmt_dur(left)}" if left > 0 else "? (over the estimate)"
+        self.log(f"run {self.index[r.id]}/{self.n_total} {r.id}:{pos}{extra} | elapsed {fmt_dur(time.time() - cur['t0'])}"
+                 f", run left {left_s}, study left ~{fmt_dur(self.study_eta())}")
+
+    # ------------------------------------------------------------ commands
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONWARNINGS"] = "ignore"
+        env["OMP_NUM_THREADS"] = str(self.threads)
+        env["MKL_NUM_THREADS"] = str(self.threads)
+        env["PYTHONUNBUFFERED"] = "1"
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        return env
+
+    def vision_data(self) -> str:
+        v = self.scale.vision
+        if v.subset_train_per_class:
+            return os.path.join(self.out, "data", f"cifar10-subset-{v.subset_train_per_class}-{v.subset_test_per_class}")
+        return self.data["cifar10"]
+
+    def vision_dir(self, name: str) -> str:
+        return os.path.join(self.out, "vision", name)
+
+    def vision_settings(self, r: study_plan.Run) -> Dict:
+        """The lskd-vision-train settings of a vision run (also what a reused run must match)."""
+        v, a = self.scale.vision, r.args
+        lt = bool(a.get("imbalance"))
+        per_class = 0 if lt else (v.train_per_class if a.get("role") == "teacher" else v.student_train_per_class)
+        return {"arch": a["arch"], "epochs": a["epochs"], "label_smoothing": float(a["ls"]),
+                "ls_convention": v.ls_convention, "train_per_class": per_class,
+                "val_fraction": v.long_tail_val_fraction if lt else v.val_fraction,
+                "split_seed": 0, "seed": int(a.get("seed", 0)), "batch_size": v.batch_size, "lr": v.lr,
+                "weight_decay": v.weight_decay, "sched": "cosine", "warmup_epochs": v.warmup_epochs,
+                "nesterov": v.nesterov, "kd_alpha": 1.0 if a.get("teacher") else 0.0,
+                "kd_temperature": float(a.get("T", 1.0)), "kd_topk": 0, "small_input_stem": v.small_input_stem,
+                "imbalance_factor": float(a.get("imbalance") or 1.0)}
+
+    def vision_cmd(self, r: study_plan.Run) -> List[str]:
+        v, a = self.scale.vision, r.args
+        c = self.vision_settings(r)
+        name = r.id.split("/", 1)[1]
+        cmd = [os.path.join(os.path.dirname(sys.executable), "lskd-vision-train"), self.vision_data(),
+               "--output", self.vision_dir(name), "--resume",
+               "--model", c["arch"], "--epochs", str(c["epochs"]), "--batch-size", str(c["batch_size"]),
+               "--lr", str(c["lr"]), "--label-smoothing", str(a["ls"]), "--ls-convention", c["ls_convention"],
+               "--weight-decay", f"{c['weight_decay']:g}", "--sched", c["sched"],
+               "--warmup-epochs", f"{c['warmup_epochs']:g}", "--val-fraction", f"{c['val_fraction']:g}",
+               "--shot-thresholds", *(str(x) for x in v.shot_thresholds),
+               "--workers", "0", "--threads", str(self.threads), "--seed", str(c["seed"]), "--no-progress"]
+        if c["nesterov"]:
+            cmd += ["--nesterov"]
+        if c["train_per_class"]:
+            cmd += ["--train-per-class", str(c["train_per_class"])]
+        if v.small_input_stem:
+            cmd += ["--small-input-stem"]
+        if a.get("imbalance"):
+            cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
+        if a.get("teacher"):
+            cmd += ["--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
+                    "--kd-alpha", "1", "--kd-temperature", f"{a['T']:g}"]
+        return cmd + list(v.extra)
+
+    def recipe_cmd(self, r: study_plan.Run) -> List[str]:
+        seed = r.args.get("seed")
+        cmd = ["bash", study_plan.RECIPE, "--scale", self.scale.nmt.recipe_scale, "--work", self.nmt_work,
+               "--data-dir", self.data["multi30k"],
+               "--stage", r.args["stage"], "--stop-stage", r.args["stop_stage"]]
+        if seed is not None:  # the students' seed; the recipe names them <name>_s<seed> beside the
+            cmd += ["--seed", str(seed)]  # same teachers (seed 1: the plain names)
+        if self.scale.nmt.kd_sweep_temperatures:
+            cmd += ["--kd-sweep-temperatures", " ".join(f"{t:g}" for t in self.scale.nmt.kd_sweep_temperatures)]
+        return cmd
+
+    # ------------------------------------------------------------ execution
+    def _spawn(self, cmd: List[str], logpath: str, track: str, parse_vision: bool, steps: List[str]) -> int:
+        with open(logpath, "a", encoding="utf-8") as lf:
+            lf.write(f"\n$ {' '.join(shlex.quote(c) for c in cmd)}\n")
+            lf.flush()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env(),
+                                    text=True, bufsize=1, start_new_session=True, cwd=study_plan.REPO)
+            self.procs.append(proc)
+            cur = self.current[track]
+            epoch_re = re.compile(r"^epoch (\d+)/(\d+) ")
+            resumed_re = re.compile(r"^resumed from .* after epoch (\d+)")
+            last_beat = [time.time()]
+            stop = threading.Event()
+
+            def monitor():  # NMT: the recipe writes fairseq's output to its own step logs
+                last_done = None
+                while not stop.wait(2.0):
+                    if steps:
+                        done = self._nmt_updates(steps)
+                        if done is not None:
+                            if "done0" not in cur:
+                                cur["done0"] = done
+                            cur["done"] = done
+                    if time.time() - last_beat[0] >= self.heartbeat_s or (
+                            steps and cur.get("done") != last_done and time.time() - last_beat[0] >= max(10.0, self.heartbeat_s / 2)):
+                        last_done = cur.get("done")
+                        last_beat[0] = time.time()
+                        self.progress(track)
+
+            mt = threading.Thread(target=monitor, daemon=True)
+            mt.start()
+            try:
+                for line in proc.stdout:
+                    lf.write(line)
+                    lf.flush()
+                    if parse_vision:
+                        m = resumed_re.match(line)
+                        if m:
+                            cur["done0"] = cur["done"] = int(m.group(1))
+                            self.log(f"run {self.index[cur['run'].id]}/{self.n_total} {cur['run'].id}: resumed after epoch {m.group(1)}")
+                        m = epoch_re.match(line)
+                        if m:
+                            cur["done"], cur["total"] = int(m.group(1)), int(m.group(2))
+                            cur.setdefault("done0", 0)
+                            last_beat[0] = time.time()
+                            self.progress(track)
+                    else:
+                        m = re.search(r": (run|skip) +(\S+)", line)
+                        if m:
+                            cur["sub"] = m.group(2) + (" (skipped: done)" if m.group(1) == "skip" else "")
+                        if "ERROR" in line:
+                            self.log(f"  {cur['run'].id}: {line.strip()}")
+                rc = proc.wait()
+            finally:
+                stop.set()
+                mt.join(timeout=5)
+        return rc
+
+    def _nmt_updates(self, steps: List[str]) -> Optional[int]:
+        total = 0
+        seen = False
+        pat = re.compile(r"num_updates[ =](\d+)")
+        for st in steps:
+            p = os.path.join(self.nmt_work, "logs", f"en-de.{st}.log")
+            if os.path.isfile(os.path.join(self.nmt_work, ".done", f"en-de.{st}")):
+                seen = True
+                total += self.current_total_step(st)
+                continue
+            if not os.path.isfile(p):
+                continue
+            try:
+                with open(p, "rb") as f:
+                    f.seek(max(0, os.path.getsize(p) - 20000))
+                    tail = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            ms = pat.findall(tail)
+            if ms:
+                seen = True
+                total += int(ms[-1])
+        return total if seen else None
+
+    def current_total_step(self, step: str) -> int:
+        n = self.scale.nmt
+        return n.max_update_teacher if step.startswith("teacher") else n.max_update_student
+
+    def _vision_subset(self, r: study_plan.Run, logpath: str) -> None:
+        """Symlinked ImageFolder subset of the CIFAR-10 tarball (smoke scale only).
+
+        A thin adapter over lskd_vision.data (which extracts the tarball once into
+        its cache); the images are links, nothing is copied.
+        """
+        from lskd_vision import data as vision_data
+
+        dest = self.vision_data()
+        tmp = dest + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        splits = vision_data.find_splits(self.data["cifar10"])
+        for split, samples, n in (("train", splits.train, r.args["train"]), ("test", splits.test, r.args["test"])):
+            sub = vision_data.per_class_subset(samples, n, 0)
+            for p, y in sub.samples:
+                d = os.path.join(tmp, split, sub.classes[y])
+                os.makedirs(d, exist_ok=True)
+                os.symlink(os.path.realpath(p), os.path.join(d, os.path.basename(p)))
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+        with open(logpath, "a") as f:
+            f.write(f"subset of {splits.root}: {r.args['train']} train / {r.args['test']} test images a class -> {dest}\n")
+
+    # names used by recipes/vision/cifar10_ls_kd.sh for the same runs
+    REUSE_NAMES = {"teacher_nols": "teacher_ce", "teacher_ls": "teacher_ls",
+                   "student_nols_T1": "student_from_ce", "student_ls_T1": "student_from_ls"}
+    REUSE_KEYS = ("arch", "epochs", "label_smoothing", "ls_convention", "train_per_class", "val_fraction",
+                  "split_seed", "seed", "batch_size", "lr", "weight_decay", "sched", "kd_alpha",
+                  "kd_temperature", "kd_topk", "small_input_stem", "imbalance_factor", "warmup_epochs", "nesterov")
+
+    def _try_reuse_vision(self, r: study_plan.Run) -> Optional[str]:
+        """Link a finished run of recipes/vision/cifar10_ls_kd.sh with the same settings instead of training."""
+        name = r.id.split("/", 1)[1]
+        theirs = self.REUSE_NAMES.get(study_plan.split_seed_name(name)[0])
+        if not self.reuse_vision or not theirs:
+            return None
+        src = os.path.join(self.reuse_vision, theirs)
+        m = None
+        try:
+            with open(os.path.join(src, "metrics.json")) as f:
+                m = json.load(f)
+        except (OSError, ValueError):
+            return None
+        cfg = m.get("config", {})
+        want = self.vision_settings(r)
+        diff = [k for k in self.REUSE_KEYS if k in want and cfg.get(k) != want[k]]
+        if os.path.realpath(str(cfg.get("data", ""))) != os.path.realpath(self.vision_data()):
+            want["data"] = self.vision_data()
+            diff.append("data")
+        if diff:
+            self.log(f"  {r.id}: not reusing {src}: settings differ ({', '.join(f'{k} {cfg.get(k)!r} != {want[k]!r}' for k in diff)})")
+            return None
+        dest = self.vision_dir(name)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.lexists(dest):
+            if os.path.islink(dest):
+                os.unlink(dest)
+            else:
+                return None  # a run of our own exists: let it finish instead
+        os.symlink(os.path.abspath(src), dest)
+        return src
+
+    def execute(self, r: study_plan.Run, wid: str = "w1") -> bool:
+        i = self.index[r.id]
+        if r.kind == "vision_train" and not self.is_done(r.id):
+            src = self._try_reuse_vision(r)
+            if src:
+                self.mark_done(r.id, 0.0, {"reused": src})
+                self.log(f"run {i}/{self.n_total} {r.id}: reusing the finished run {src} (same settings)")
+        if self.is_done(r.id):
+            self.status[r.id] = "skipped"
+            self.skipped.append(r.id)
+            self.log(f"run {i}/{self.n_total} {r.id}: skip (done: {self.marker(r.id)})")
+            return True
+        self.log(f"run {i}/{self.n_total} {r.id}: start [{wid}] - {r.title} (estimated ~{fmt_dur(r.est_s * self.speed())}; "
+                 f"log {os.path.join(self.out, 'logs', r.id.replace('/', '__') + '.log')})")
+        logpath = os.path.join(self.out, "logs", r.id.replace("/", "__") + ".log")
+        cur = {"run": r, "t0": time.time(), "total": r.total, "done": None}
+        self.current[wid] = cur
+        self.status[r.id] = "running"
+        ok = True
+        try:
+            if r.kind == "vision_subset":
+                self._vision_subset(r, logpath)
+                rc = 0
+            elif r.kind == "vision_train":
+                rc = self._spawn(self.vision_cmd(r), logpath, wid, True, [])
+            elif r.kind == "recipe_stage":
+                rc = self._spawn(self.recipe_cmd(r), logpath, wid, False, r.args.get("steps", []))
+            elif r.kind == "analysis":
+                from lskd_study import collect
+
+                import torch
+
+                torch.set_num_threads(self.threads)
+                fn = collect.vision_stability_all if r.id == "analysis/vision_stability" else collect.nmt_stability_all
+                complete = fn(self).get("complete", False)
+                rc = 0
+                if not complete:
+                    self.log(f"run {i}/{self.n_total} {r.id}: partial (some models are missing); not marked done")
+                    self.status[r.id] = "partial"
+                    self.current.pop(wid, None)
+                    return True
+            else:
+                raise ValueError(r.kind)
+            ok = rc == 0
+        except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
+            import traceback
+
+            try:
+                with open(logpath, "a") as f:
+                    f.write(f"\nERROR: {type(e).__name__}: {e}\n{traceback.format_exc()}\n")
+            except OSError:  # the output folder itself went away: say so on the console
+                self.log(f"run {i}/{self.n_total} {r.id}: {type(e).__name__}: {e}")
+            ok = False
+        dt = time.time() - cur["t0"]
+        self.current.pop(wid, None)
+        if ok:
+            self.mark_done(r.id, dt, slot=wid)
+            self.status[r.id] = "done"
+            self.durations[r.id] = dt
+            self.est_done += r.est_s
+            self.obs_done += dt
+            self.log(f"run {i}/{self.n_total} {r.id}: done in {fmt_dur(dt)} | study left ~{fmt_dur(self.study_eta())}")
+        else:
+            self.status[r.id] = "failed"
+            self.failed.append(r.id)
+            tail = ""
+            try:
+                with open(logpath, encoding="utf-8", errors="replace") as f:
+                    tail = "".join(f.readlines()[-25:])
+            except OSError:
+                pass
+            self.log(f"run {i}/{self.n_total} {r.id}: FAILED after {fmt_dur(dt)}; log {logpath}\n{tail}")
+        return ok
+
+    def chain_s(self, rid: str) -> float:
+        """Estimated seconds from the start of ``rid`` to the end of the longest chain of runs
+        that wait for it (critical-path length); cached."""
+        if rid not in self._chain:
+            after = [r.id for r in self.runs if rid in r.deps]
+            self._chain[rid] = self.by_id[rid].est_s + max((self.chain_s(a) for a in after), default=0.0)
+        return self._chain[rid]
+
+    def worker(self, wid: str) -> None:
+        """Take the ready run (dependencies done) with the longest chain of runs behind it, so
+        the slow track starts first and the study ends sooner; ties keep plan order."""
+        while True:
+            with self._lock:
+                pending = sorted((r for r in self.runs if r.id not in self.status),
+                                 key=lambda r: -self.chain_s(r.id))
+                if not pending:
+                    return
+                pick = None
+                for r in pending:
+                    bad = [dd for dd in r.deps if self.status.get(dd) == "failed"]
+                    if r.soft:
+                        if all(self.status.get(dd) in ("done", "skipped", "failed") for dd in r.deps):
+                            pick = r
+                            break
+                        continue
+                    if bad:
+                        self.status[r.id] = "failed"
+                        self.failed.append(r.id)
+                        self.log(f"run {self.index[r.id]}/{self.n_total} {r.id}: not run ({', '.join(bad)} failed)")
+                        continue
+                    if all(self.status.get(dd) in ("done", "skipped") for dd in r.deps):
+                        pick = r
+                        break
+                if pick is not None:
+                    self.status[pick.id] = "claimed"
+            if pick is None:
+                if not [r for r in self.runs if r.id not in self.status]:
+                    return
+                time.sleep(0.5)
+                continue
+            self.execute(pick, wid)
+
+    def run(self) -> int:
+        self.make_dirs()
+        self.log(f"lskd-study --scale {self.scale_name}: {self.n_total} runs into {self.out} "
+                 f"({self.jobs} run(s) at a time, {self.threads} thread(s) each, {len(self.seeds)} seed(s)); "
+                 f"first estimate ~{fmt_dur(self.study_eta())}")
+        self.log(self.scale.note)
+        ths = [threading.Thread(target=self.worker, args=(f"w{k + 1}",), name=f"w{k + 1}", daemon=True)
+               for k in range(self.jobs)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            while t.is_alive():
+                t.join(0.5)
+        return self.finish()
+
+    def invocations_path(self) -> str:
+        return os.path.join(self.out, "invocations.json")
+
+    def record_invocation(self, n_run: int) -> None:
+        """Append this invocation (start, end, runs it did) to OUT/invocations.json."""
+        path = self.invocations_path()
+        try:
+            with open(path, encoding="utf-8") as f:
+                past = json.load(f)
+        except (OSError, ValueError):
+            past = []
+        past.append({"start": self.t0, "end": time.time(), "runs_done": n_run, "skipped": len(self.skipped),
+                     "failed": len(self.failed), "jobs": self.jobs, "threads": self.threads,
+                     "seeds": len(self.seeds)})
+        atomic_write_json(path, past, indent=1)
+
+    def finish(self, report_only: bool = False) -> int:
+        """Write the report; 0 only when every run is done and none failed."""
+        from lskd_study import report
+
+        if report_only and not os.path.isdir(self.out):
+            self.log(f"nothing to report: {self.out} does not exist (run the study first)")
+            return 1
+        if not report_only:
+            self.make_dirs()
+        n_run = sum(1 for s in self.status.values() if s == "done")
+        if not report_only:
+            self.record_invocation(n_run)
+        path = report.write_report(self)
+        missing = [r.id for r in self.runs if not self.is_done(r.id)]
+        if path is None:
+            self.log("no report written: no model has finished (see logs/ for why the runs failed)")
+            return 1
+        self.log(f"report: {path}  ({n_run} run(s) done now, {len(self.skipped)} skipped as already done, "
+                 f"{len(self.failed)} failed; total {fmt_dur(time.time() - self.t0)})")
+        if missing:
+            self.log(f"the report is incomplete: {len(missing)} of {len(self.runs)} runs have not finished; "
+                     "run the same command without --report-only to resume them")
+        return 1 if (self.failed or missing) else 0
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
