@@ -3,7 +3,7 @@ VENV ?= .venv
 SCALE ?= cpu
 STAMP := $(VENV)/.lskd-ready
 
-.PHONY: setup study test bench clean-venv
+.PHONY: setup study test bench gpu-check clean-venv
 
 $(STAMP): setup.py scripts/setup_env.sh
 	bash scripts/setup_env.sh
@@ -16,8 +16,14 @@ study: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
 
+# every benchmark (quick versions) and one summary of ratios against targets;
+# make bench BENCH_ARGS=--full for the benchmarks' own (slow) settings
 bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/run_all.py
+	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# the CUDA paths in one short run on one GPU (refuses to run without CUDA)
+gpu-check: $(STAMP)
+	VENV=$(VENV) bash scripts/gpu_check.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -34,7 +34,8 @@ setup(
         "matplotlib",
         FAIRSEQ,
     ],
-    extras_require={"test": ["pytest"]},
+    # timm: --model/--teacher-arch timm:NAME and .safetensors weights (lskd_vision)
+    extras_require={"test": ["pytest"], "timm": ["timm==1.0.29", "safetensors"]},
     entry_points={
         "console_scripts": [
             "lskd-distill-data = lskd_fairseq.cli.distill_data:main",
@@ -45,6 +46,7 @@ setup(
             "lskd-study = lskd_study.cli.study:main",
             "lskd-vision-train = lskd_vision.train:main",
             "lskd-vision-report = lskd_vision.report:main",
+            "lskd-vision-cache = lskd_vision.cache:main",
         ]
     },
 )

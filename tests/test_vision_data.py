@@ -65,13 +65,35 @@ def test_cifar_style_archive_is_extracted_once_atomically(tmp_path):
     cache = tmp_path / "cache"
     s1 = D.find_splits(str(arc), cache_dir=str(cache))
     assert len(s1.train) == 12 and len(s1.test) == 6 and s1.train.classes == ["class_0", "class_1", "class_2"]
-    assert os.listdir(cache) == [os.path.basename(s1.root)]  # no temporary folder left
+    # no temporary folder left (the hidden lock file stays: it is empty)
+    assert [f for f in os.listdir(cache) if not f.endswith(".lock")] == [os.path.basename(s1.root)]
     mtime = os.stat(s1.root).st_mtime
     s2 = D.find_splits(str(arc), cache_dir=str(cache))
     assert s2.root == s1.root and os.stat(s2.root).st_mtime == mtime
     # training reads the archive directly
     assert main([str(arc), "--output", str(tmp_path / "run"), "--cache-dir", str(cache), *FAST,
                  "--batch-size", "4", "--img-size", "8"]) == 0
+
+
+def test_stale_partial_extraction_is_removed_on_the_next_run(tmp_path):
+    # a killed extraction (SIGKILL, power loss) leaves its hidden temporary folder behind
+    src = make_image_folder(str(tmp_path / "src"), num_classes=2, per_class=2, test_per_class=1, size=8, ext="jpg")
+    arc = tmp_path / "tiny_jpg.tar.gz"
+    with tarfile.open(arc, "w:gz") as tar:
+        tar.add(os.path.join(src, "train"), arcname="train")
+    cache = tmp_path / "cache"
+    leftovers = [cache / ".tiny_jpg-k3j2h1x0", cache / ".tiny_jpg-9a8b7c6d.partial"]
+    for d in leftovers:
+        os.makedirs(d / "train" / "class_0")
+        (d / "train" / "class_0" / "0000.jpg").write_bytes(b"\0" * 100_000)
+    other = cache / ".other_archive-1234abcd"  # another archive's folder is not touched
+    os.makedirs(other)
+    s = D.find_splits(str(arc), cache_dir=str(cache), test_split="none")
+    assert len(s.train) == 4
+    assert not any(d.exists() for d in leftovers)
+    assert other.exists()
+    assert sorted(f for f in os.listdir(cache) if not f.endswith(".lock")) == sorted(
+        [".other_archive-1234abcd", os.path.basename(s.root)])
 
 
 def test_imagenet_layout_uses_val_as_the_reported_split(tmp_path):

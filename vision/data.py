@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from PIL import Image
 
+from .augment import SeededViews
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -95,7 +97,8 @@ def scan_image_folder(root: str) -> Samples:
             files.extend(os.path.join(dirpath, n) for n in names if _is_image(n))
         if not files:
             raise DatasetError(
-                f"class folder {cdir!r} contains no images (extensions {', '.join(IMG_EXTENSIONS)})"
+                f"class folder {cdir!r} contains no images (extensions {', '.join(IMG_EXTENSIONS)}): "
+                "add its images or remove the folder"
             )
         samples.extend((f, label) for f in sorted(files))
     return Samples(samples, classes, root)
@@ -143,12 +146,35 @@ def default_cache_dir() -> str:
     return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lskd")
 
 
+PARTIAL_SUFFIX = ".partial"
+
+
+def _remove_stale_partials(cache_dir: str, base: str) -> List[str]:
+    """Remove ``.<base>-*`` extraction folders left by an interrupted run (called under the lock)."""
+    import re
+
+    # tempfile.mkdtemp's names: the prefix, then 8 characters of [a-z0-9_]
+    partial = re.compile(rf"\.{re.escape(base)}-[a-z0-9_]{{8}}({re.escape(PARTIAL_SUFFIX)})?")
+    removed = []
+    for name in os.listdir(cache_dir):
+        full = os.path.join(cache_dir, name)
+        if partial.fullmatch(name) and os.path.isdir(full):
+            shutil.rmtree(full, ignore_errors=True)
+            removed.append(full)
+    return removed
+
+
 def extract_archive(path: str, cache_dir: Optional[str] = None) -> str:
     """Extract a tar archive once into ``cache_dir/<name>-<hash>/`` and return that folder.
 
-    Extraction goes to a temporary folder beside the target and is renamed into
-    place, so an interrupted extraction never leaves a half-written dataset.
+    Extraction goes to a hidden temporary folder beside the target and is renamed
+    into place, so an interrupted extraction never leaves a half-written dataset.
+    An exclusive lock (``.<name>.lock``) serialises extractions of the same archive
+    name (DDP ranks, parallel runs); the holder first removes hidden partial
+    folders that a killed extraction left behind, so they never accumulate.
     """
+    import fcntl
+
     cache_dir = cache_dir or default_cache_dir()
     st = os.stat(path)
     key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:10]
@@ -160,28 +186,30 @@ def extract_archive(path: str, cache_dir: Optional[str] = None) -> str:
     if os.path.isdir(target):
         return target
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{base}-", dir=cache_dir)
-    try:
+    with open(os.path.join(cache_dir, f".{base}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed (or the process dies)
+        if os.path.isdir(target):  # another process extracted it while we waited
+            return target
+        _remove_stale_partials(cache_dir, base)
+        tmp = tempfile.mkdtemp(prefix=f".{base}-", suffix=PARTIAL_SUFFIX, dir=cache_dir)
         try:
-            with tarfile.open(path) as tar:
-                tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DatasetError(f"cannot extract archive {path!r}: {e}") from e
-        try:
+            try:
+                with tarfile.open(path) as tar:
+                    tar.extractall(tmp, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as e:
+                raise DatasetError(f"cannot extract archive {path!r}: {e}") from e
             os.replace(tmp, target)
-        except OSError:
-            if not os.path.isdir(target):  # another process won the race: fine
-                raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 def find_splits(path: str, cache_dir: Optional[str] = None, test_split: str = "auto") -> Splits:
     """Resolve a dataset path (folder or archive) into train and test samples."""
     if not os.path.exists(path):
-        raise DatasetError(f"dataset path {path!r} does not exist")
+        raise DatasetError(f"dataset path {path!r} does not exist: give a folder with train/<class>/<image> "
+                           "(and val/ or test/), a CUB-200-2011 folder, or a .tar(.gz) of one")
     if os.path.isfile(path):
         if not tarfile.is_tarfile(path):
             raise DatasetError(f"dataset path {path!r} is a file but not a tar archive")
@@ -311,7 +339,7 @@ def load_image(path: str) -> Image.Image:
             img = Image.open(f)
             return img.convert("RGB")
     except Exception as e:  # PIL raises several types
-        raise DatasetError(f"cannot read image {path!r}: {type(e).__name__}: {e}") from e
+        raise DatasetError(f"cannot read image {path!r} ({type(e).__name__}: {e}): replace or remove the file") from e
 
 
 def verify_images(samples: Samples, limit: Optional[int] = None) -> int:
@@ -341,8 +369,14 @@ class ImageDataset(torch.utils.data.Dataset):
         path, y = self.samples[i]
         img = self._cache[i] if self._cache is not None else load_image(path)
         if self.transform is not None:
-            img = self.transform(img)
+            # a seeded transform (lskd_vision.augment) makes the view of sample i in the current epoch
+            img = self.transform(img, i) if getattr(self.transform, "indexed", False) else self.transform(img)
         return img, y
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose views a seeded transform makes (like ``DistributedSampler.set_epoch``)."""
+        if hasattr(self.transform, "set_epoch"):
+            self.transform.set_epoch(epoch)
 
 
 def image_size(path: str) -> Tuple[int, int]:
@@ -350,15 +384,18 @@ def image_size(path: str) -> Tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except Exception as e:
-        raise DatasetError(f"cannot read image {path!r}: {type(e).__name__}: {e}") from e
+        raise DatasetError(f"cannot read image {path!r} ({type(e).__name__}: {e}): replace or remove the file") from e
 
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def build_transforms(style: str, img_size: int, augment: bool = True):
-    """(train, eval) transforms. ``style``: ``cifar`` (pad-4 crop + flip) or ``imagenet``."""
+def build_transforms(style: str, img_size: int, augment: bool = True, seed: Optional[int] = None):
+    """(train, eval) transforms. ``style``: ``cifar`` (pad-4 crop + flip) or ``imagenet``.
+
+    With ``seed``, the train transform is ``lskd_vision.augment.SeededViews``: the view of
+    sample i in epoch e is a pure function of (seed, e, i)."""
     from torchvision import transforms as T
 
     if style == "cifar":
@@ -366,6 +403,8 @@ def build_transforms(style: str, img_size: int, augment: bool = True):
         ev = T.Compose([T.Resize((img_size, img_size)), T.ToTensor(), norm])
         if not augment:
             return ev, ev
+        if seed is not None:
+            return SeededViews("cifar", img_size, seed, CIFAR_MEAN, CIFAR_STD), ev
         tr = T.Compose(
             [
                 T.Resize((img_size, img_size)),
@@ -382,6 +421,8 @@ def build_transforms(style: str, img_size: int, augment: bool = True):
         ev = T.Compose([T.Resize(resize), T.CenterCrop(img_size), T.ToTensor(), norm])
         if not augment:
             return ev, ev
+        if seed is not None:
+            return SeededViews("imagenet", img_size, seed, IMAGENET_MEAN, IMAGENET_STD), ev
         tr = T.Compose([T.RandomResizedCrop(img_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
         return tr, ev
     raise ValueError(f"unknown input style {style!r}; choose cifar or imagenet")

@@ -11,7 +11,8 @@ Student distilled at the paper's setting (alpha=1: no hard-label term, T=1)::
         --paper-kd --output runs/student
 
 ``--teacher`` may be given several checkpoints (an ensemble: the mean of their
-softmaxes). Multi-process training: ``torchrun --nproc_per_node N -m lskd_vision.train ...``
+softmaxes); torchvision/timm state dicts with ``--teacher-arch`` (see
+``lskd_vision.engine.load_teachers``). Multi-process training: ``torchrun --nproc_per_node N -m lskd_vision.train ...``
 (``--batch-size`` is per process). Outputs in ``--output``: ``config.json``,
 ``checkpoint_last.pt``, ``checkpoint_best.pt`` (chosen on the validation split
 carved from the training data), ``metrics.csv`` (one row per epoch) and
@@ -34,6 +35,7 @@ from . import data as D
 from .binary import set_binary_weights
 from .engine import (
     CHECKPOINT_FORMAT,
+    LSKD_TEACHER,
     CheckpointError,
     LRSchedule,
     all_reduce_,
@@ -46,10 +48,13 @@ from .engine import (
     load_pretrained,
     load_teachers,
     model_from_config,
+    style_input,
     train_one_epoch,
     unwrap,
 )
-from .models import UnknownArchitectureError, check_arch
+from .models import UnknownArchitectureError, check_arch, input_config, model_source
+from .options import HelpFormatter, UsageError, check_numbers, resolve_teacher_archs
+from .soft_labels import CacheError, IndexedDataset, open_for_run
 
 CSV_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ls_loss", "train_nll_loss", "train_kd_loss", "train_top1",
@@ -59,14 +64,14 @@ CSV_COLUMNS = [
 # config keys that must agree between a run and the checkpoint it resumes
 RESUME_KEYS = [
     "arch", "num_classes", "classes", "small_input_stem", "label_smoothing", "ls_convention",
-    "teachers", "kd_alpha", "kd_temperature", "kd_topk", "epochs", "batch_size", "world_size",
+    "teachers", "teacher_archs", "kd_alpha", "kd_temperature", "kd_topk", "epochs", "batch_size", "world_size",
     "opt", "lr", "weight_decay", "pretrained", "init_from", "sched", "warmup_epochs", "seed", "split_seed", "val_fraction",
-    "imbalance_factor", "train_per_class", "binary_step", "img_size", "input_style", "augment",
+    "imbalance_factor", "train_per_class", "binary_step", "img_size", "input_style", "augment", "teacher_cache",
 ]
 
 
-class UsageError(ValueError):
-    pass
+# keys added after the first checkpoints were written: not compared when an old checkpoint lacks them
+RESUME_KEYS_ADDED = {"teacher_archs", "teacher_cache"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,46 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lskd-vision-train",
         description="Train an image classifier with label smoothing and/or knowledge distillation "
         "(lskd; Shen et al., ICLR 2021).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("data", help="dataset: a folder with train/ and val/ or test/ (<class>/<image>), "
                    "a CUB-200-2011 folder, or a .tar(.gz) of such a layout (e.g. cifar10_jpg.tar.gz)")
     p.add_argument("--output", "-o", required=True, help="run folder for checkpoints, config and metrics")
-
-    g = p.add_argument_group("Dataset")
-    g.add_argument("--cache-dir", default=None,
-                   help="where archives are extracted (default: $XDG_CACHE_HOME/lskd or ~/.cache/lskd)")
-    g.add_argument("--test-split", default="auto",
-                   help="held-out folder that is only reported: auto (test/ if present, else val/), a name, or none")
-    g.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of each training class carved out (seeded) to choose the best checkpoint; "
-                   "0 = no validation split, the last epoch is kept")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve and of subsets")
-    g.add_argument("--train-per-class", type=int, default=0,
-                   help="keep at most N training images per class (seeded; after the validation carve); 0 = all")
-    g.add_argument("--imbalance-factor", type=float, default=1.0,
-                   help="long-tailed training set: keep n_max * F^(-c/(C-1)) images of class c (seeded); 1 = off")
-    g.add_argument("--shot-thresholds", type=int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
-                   help="many-shot: > MANY training images; few-shot: < FEW; medium otherwise")
-    g.add_argument("--input-style", choices=["auto", "cifar", "imagenet"], default="auto",
-                   help="augmentation/normalisation; auto: cifar for images up to 64 px, else imagenet")
-    g.add_argument("--img-size", type=int, default=0, help="input size (0: the images' own size for cifar style, 224 for imagenet)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip")
-    g.add_argument("--cache-images", choices=["auto", "yes", "no"], default="auto",
-                   help="decode all images into RAM once (auto: if images are at most 64 px and under 200k)")
-    g.add_argument("--verify-images", choices=["auto", "all", "none"], default="auto",
-                   help="decode every image before training (auto: if there are at most 100k)")
-    g.add_argument("--workers", "-j", type=int, default=2, help="data-loading processes per training process")
+    add_data_args(p)
 
     g = p.add_argument_group("Model")
     g.add_argument("--model", "--arch", dest="arch", default="resnet20",
-                   help="torchvision name (resnet18, resnet50, mobilenet_v2, ...), CIFAR ResNet "
-                   "(resnet20, resnet56, resnet8x4, resnet32x4, ...), reactnet18 or mlp")
+                   help="torchvision name (resnet18, resnet50, mobilenet_v2, ...), timm:NAME (the timm extra), "
+                   "CIFAR ResNet (resnet20, resnet56, resnet8x4, resnet32x4, ...), reactnet18 or mlp")
     g.add_argument("--small-input-stem", action="store_true",
                    help="3x3 stride-1 stem without max-pool for torchvision ResNets / reactnet18 on small images")
-    g.add_argument("--pretrained", default=None, metavar="PTH",
-                   help="initialise from a plain state dict file you downloaded (e.g. torchvision's "
-                   "resnet50-*.pth); a classifier of another shape is left freshly initialised")
+    g.add_argument("--pretrained", default=None, metavar="FILE",
+                   help="initialise from a plain state dict of --model you downloaded (.pth/.pt, e.g. torchvision's "
+                   "resnet50-*.pth, or .safetensors, e.g. timm's); a classifier for another class count is "
+                   "left freshly initialised")
     g.add_argument("--init-from", default=None,
                    help="initialise the weights from an lskd_vision checkpoint (e.g. binary step 1 for step 2)")
     g.add_argument("--binary-step", choices=["1", "2", "two-step"], default=None,
@@ -123,10 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("Loss: label smoothing and distillation")
     g.add_argument("--label-smoothing", "--smoothing", type=float, default=0.0, help="LS epsilon")
-    g.add_argument("--ls-convention", choices=["fairseq", "uniform"], default="fairseq",
-                   help="fairseq: gold 1-eps, others eps/(K-1); uniform: eps/K everywhere (torchvision/timm)")
-    g.add_argument("--teacher", nargs="+", default=None, metavar="CKPT",
-                   help="teacher checkpoint(s) from lskd-vision-train; several = ensemble (mean softmax)")
+    g.add_argument("--ls-convention", choices=["uniform", "fairseq"], default="uniform",
+                   help="uniform: eps/K everywhere (torch's and torchvision's label_smoothing); "
+                   "fairseq: gold 1-eps, others eps/(K-1) (the fairseq plugin's convention)")
+    g.add_argument("--teacher", nargs="+", default=None, metavar="FILE",
+                   help="teacher(s): lskd-vision-train checkpoints, or state dicts with --teacher-arch; "
+                   "several = ensemble (mean softmax)")
+    g.add_argument("--teacher-arch", nargs="+", default=None, metavar="ARCH",
+                   help="one per --teacher, in order: a torchvision model name or timm:NAME for a local state "
+                   "dict (.pth/.pt/.safetensors; nothing is downloaded), or 'lskd' for an lskd-vision-train "
+                   "checkpoint (default: all lskd)")
+    g.add_argument("--teacher-cache", default=None, metavar="DIR",
+                   help="instead of --teacher: read the soft labels lskd-vision-cache stored for this run's views "
+                   "(same data options, --seed and at least --epochs); no teacher runs")
     g.add_argument("--kd-alpha", type=float, default=None,
                    help="weight of the KD term: (1-a)*LS-NLL + a*KD (default 1 with --teacher, else 0)")
     g.add_argument("--kd-temperature", type=float, default=1.0, help="KD temperature T (loss has the T^2 factor)")
@@ -165,34 +156,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The dataset and augmentation options, shared with lskd-vision-cache (same names, same defaults)."""
+    g = p.add_argument_group("Dataset")
+    g.add_argument("--cache-dir", default=None,
+                   help="where archives are extracted (default: $XDG_CACHE_HOME/lskd or ~/.cache/lskd)")
+    g.add_argument("--test-split", default="auto",
+                   help="held-out folder that is only reported: auto (test/ if present, else val/), a name, or none")
+    g.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of each training class carved out (seeded) to choose the best checkpoint; "
+                   "0 = no validation split, the last epoch is kept")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve and of subsets")
+    g.add_argument("--train-per-class", type=int, default=0,
+                   help="keep at most N training images per class (seeded; after the validation carve); 0 = all")
+    g.add_argument("--imbalance-factor", type=float, default=1.0,
+                   help="long-tailed training set: keep n_max * F^(-c/(C-1)) images of class c (seeded); 1 = off")
+    g.add_argument("--shot-thresholds", type=int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
+                   help="many-shot: > MANY training images; few-shot: < FEW; medium otherwise")
+    g.add_argument("--input-style", choices=["auto", "cifar", "imagenet"], default="auto",
+                   help="augmentation/normalisation; auto: cifar for images up to 64 px, else imagenet")
+    g.add_argument("--img-size", type=int, default=0, help="input size (0: the images' own size for cifar style, 224 for imagenet)")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip (augmentation is on unless this is given)")
+    g.add_argument("--cache-images", choices=["auto", "yes", "no"], default="auto",
+                   help="decode all images into RAM once (auto: if images are at most 64 px and under 200k)")
+    g.add_argument("--verify-images", choices=["auto", "all", "none"], default="auto",
+                   help="decode every image before training (auto: if there are at most 100k)")
+    g.add_argument("--workers", "-j", type=int, default=2, help="data-loading processes per training process")
+
+
 # ------------------------------------------------------------------ checks
 def resolve_args(args) -> None:
     """Fill derived defaults and refuse contradictory options (before any data is read)."""
+    check_numbers(args)
     check_arch(args.arch)
+    resolve_teacher_archs(args)
     if args.paper_kd:
-        if not args.teacher:
-            raise UsageError("--paper-kd needs --teacher CKPT")
+        if not (args.teacher or args.teacher_cache):
+            raise UsageError("--paper-kd needs --teacher CKPT or --teacher-cache DIR")
         if args.kd_alpha not in (None, 1.0) or args.kd_temperature != 1.0 or args.kd_topk != 0:
             raise UsageError("--paper-kd means alpha=1, T=1, all classes; drop --kd-alpha/--kd-temperature/--kd-topk")
         args.kd_alpha = 1.0
     if args.kd_alpha is None:
-        args.kd_alpha = 1.0 if args.teacher else 0.0
-    if not 0.0 <= args.kd_alpha <= 1.0:
-        raise UsageError(f"--kd-alpha must be in [0, 1], got {args.kd_alpha}")
-    if args.kd_alpha > 0 and not args.teacher:
-        raise UsageError("--kd-alpha > 0 needs --teacher CKPT")
-    if args.teacher and args.kd_alpha == 0:
-        raise UsageError("--teacher given with --kd-alpha 0: the teacher would be unused")
-    if args.kd_temperature <= 0:
-        raise UsageError(f"--kd-temperature must be > 0, got {args.kd_temperature}")
-    if args.kd_topk < 0:
-        raise UsageError("--kd-topk must be >= 0")
-    if not 0.0 <= args.label_smoothing < 1.0:
-        raise UsageError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    if args.imbalance_factor < 1.0:
-        raise UsageError(f"--imbalance-factor must be >= 1 (1 = balanced), got {args.imbalance_factor}")
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+        args.kd_alpha = 1.0 if (args.teacher or args.teacher_cache) else 0.0
+    if args.teacher and args.teacher_cache:
+        raise UsageError("use either --teacher (run the teacher) or --teacher-cache (read its stored soft labels), not both")
+    if args.kd_alpha > 0 and not (args.teacher or args.teacher_cache):
+        raise UsageError("--kd-alpha > 0 needs --teacher CKPT or --teacher-cache DIR")
+    if (args.teacher or args.teacher_cache) and args.kd_alpha == 0:
+        raise UsageError("--teacher or --teacher-cache given with --kd-alpha 0: the teacher would be unused")
     if args.binary_step is not None and args.arch != "reactnet18":
         raise UsageError("--binary-step applies to --model reactnet18 only")
     if args.arch == "reactnet18" and args.binary_step is None:
@@ -204,15 +215,15 @@ def resolve_args(args) -> None:
             args.step1_epochs = args.epochs // 2
         if not 0 < args.step1_epochs < args.epochs:
             raise UsageError("--step1-epochs must be between 1 and --epochs - 1")
-    if args.epochs < 1 or args.batch_size < 1:
-        raise UsageError("--epochs and --batch-size must be positive")
     if args.lr is None:
         args.lr = 0.1 if args.opt == "sgd" else 1e-3
     if args.pretrained and args.init_from:
         raise UsageError("use either --pretrained or --init-from, not both")
-    for path in (args.teacher or []) + [p for p in (args.init_from, args.pretrained) if p]:
-        if not os.path.isfile(path):
-            raise UsageError(f"checkpoint {path!r} does not exist")
+    for option, paths in (("--teacher", args.teacher or []), ("--init-from", [args.init_from]),
+                          ("--pretrained", [args.pretrained])):
+        for path in paths:
+            if path and not os.path.isfile(path):
+                raise UsageError(f"{option} file {path!r} does not exist: check the path")
     if args.eval_batch_size <= 0:
         args.eval_batch_size = 2 * args.batch_size
 
@@ -298,7 +309,7 @@ def prepare_data(args, rank: int, world: int):
     if args.img_size <= 0:
         args.img_size = max(w, h) if style == "cifar" else 224
     args.input_style = style
-    tr_tf, ev_tf = D.build_transforms(style, args.img_size, augment=args.augment)
+    tr_tf, ev_tf = D.build_transforms(style, args.img_size, augment=args.augment, seed=args.seed)
     ds = {"train": D.ImageDataset(train, tr_tf, cache=cache)}
     if val is not None:
         ds["val"] = D.ImageDataset(val, ev_tf, cache=cache)
@@ -377,13 +388,22 @@ def run(args) -> Dict:
     # data, then teacher and model: every refusal happens before training starts
     ds, info = prepare_data(args, rank, world)
     num_classes = info["num_classes"]
+    if (args.teacher or args.teacher_cache) and args.kd_topk > num_classes:
+        raise UsageError(f"--kd-topk {args.kd_topk} is larger than the number of classes ({num_classes}) in the data: "
+                         f"use --kd-topk {num_classes} or less (0 = all classes)")
+    student_input = style_input(args.input_style, args.img_size)
     teacher = None
     if args.teacher:
-        teacher = load_teachers(args.teacher, num_classes, info["classes"], device=device)
-        for tc in teacher.configs:
-            if tc.get("img_size") not in (None, args.img_size) or tc.get("input_style") not in (None, args.input_style):
-                log(f"warning: a teacher was trained on {tc.get('input_style')} inputs of size {tc.get('img_size')}, "
-                    f"the student uses {args.input_style} inputs of size {args.img_size}")
+        teacher = load_teachers(args.teacher, num_classes, info["classes"], device=device,
+                                archs=args.teacher_arch, student_input=student_input)
+        for path, tc in zip(args.teacher, teacher.configs):
+            if "input" in tc and tc["input"]["view"] != "the student's batch as is":
+                log(f"teacher {path} ({tc['arch']}) sees {tc['input']['view']} ({tc['input']['source']})")
+
+    soft_labels = None
+    if args.teacher_cache:  # refuses a cache made for other views, data or epochs
+        soft_labels = open_for_run(args.teacher_cache, args, ds["train"], info, device)
+        ds["train"] = IndexedDataset(ds["train"])
 
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "stop_after", "progress", "workers", "device")}
     config.update({
@@ -393,11 +413,19 @@ def run(args) -> Dict:
         "small_input_stem": bool(args.small_input_stem),
         "binary_weights": _binary_weights_at(args, args.epochs - 1) if args.arch == "reactnet18" else None,
         "teachers": [os.path.abspath(t) for t in args.teacher] if args.teacher else [],
+        "teacher_archs": list(args.teacher_arch),
+        "teacher_inputs": [tc.get("input") for tc in teacher.configs] if teacher is not None else [],
+        "student_input": student_input,
         "world_size": world,
         "data": os.path.abspath(args.data),
         "dataset": {k: v for k, v in info.items() if k != "classes"},
+        "teacher_cache": soft_labels.describe() if soft_labels is not None else None,
     })
     config.pop("teacher", None)
+    config.pop("teacher_arch", None)
+    if args.pretrained and model_source(args.arch) != LSKD_TEACHER:
+        # what the weights were trained on; the student itself sees the data pipeline's normalisation
+        config["pretrained_input"] = input_config(args.arch)
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -409,7 +437,7 @@ def run(args) -> Dict:
                                   f"{ck['config']['num_classes']} classes, not a {args.arch} with {num_classes}")
         model.load_state_dict(ck["model"])
     if args.pretrained:
-        skipped = load_pretrained(model, args.pretrained)["skipped_shape_mismatch"]
+        skipped = load_pretrained(model, args.pretrained, args.arch)["skipped_shape_mismatch"]
         log(f"initialised from {args.pretrained}" + (f"; left fresh (shape differs): {', '.join(skipped)}" if skipped else ""))
 
     sampler, train_loader, eval_loaders = _loaders(args, ds, rank, world, device)
@@ -420,10 +448,11 @@ def run(args) -> Dict:
     if resume_path:
         ckpt = load_checkpoint(resume_path)
         old = ckpt["config"]
-        diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+        diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k) and (k in old or k not in RESUME_KEYS_ADDED)]
         if diff:
             raise UsageError(f"cannot resume {resume_path!r}: options differ from the checkpoint's: "
-                             + ", ".join(f"{k} ({old.get(k)!r} -> {config.get(k)!r})" for k in diff))
+                             + ", ".join(f"{k} ({old.get(k)!r} -> {config.get(k)!r})" for k in diff)
+                             + "; rerun with the checkpoint's options, or use another --output (or --overwrite)")
         model.load_state_dict(ckpt["model"])
         start_epoch, best, best_epoch = int(ckpt["epoch"]), float(ckpt["best"]), int(ckpt["best_epoch"])
         history = list(ckpt["history"])
@@ -450,7 +479,8 @@ def run(args) -> Dict:
     log(f"lskd-vision-train: {args.arch}, {num_classes} classes, train {info['sizes'].get('train')} / "
         f"val {info['sizes'].get('val', 0)} / test {info['sizes'].get('test', 0)} images, {world} process(es) on {device}, "
         f"loss: (1-{args.kd_alpha})*LS({args.label_smoothing}, {args.ls_convention}) + {args.kd_alpha}*KD(T={args.kd_temperature}"
-        f"{', top-' + str(args.kd_topk) if args.kd_topk else ''}) from {len(args.teacher or [])} teacher(s)")
+        f"{', top-' + str(args.kd_topk) if args.kd_topk else ''}) from "
+        + (f"the teacher cache {args.teacher_cache}" if args.teacher_cache else f"{len(args.teacher or [])} teacher(s)"))
 
     shots = D.shot_groups(info["train_counts"], *args.shot_thresholds)
     loss_kw = dict(epsilon=args.label_smoothing, convention=args.ls_convention,
@@ -469,7 +499,9 @@ def run(args) -> Dict:
             # two-step schedule: step 2 begins with binary weights and a fresh optimizer
             set_binary_weights(model, True)
             optimizer = _make_optimizer(args, model)
-            log(f"epoch {epoch + 1}: binary step 2 (binary weights), fresh optimizer")
+            # the kept network must be a step-2 (binary-weight) one: best-checkpoint tracking restarts here
+            best, best_epoch = -1.0, -1
+            log(f"epoch {epoch + 1}: binary step 2 (binary weights), fresh optimizer, best checkpoint tracking restarted")
         stage_start, stage_epochs = _stage(args, epoch)
         sched = LRSchedule(args.lr, stage_epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch),
                            args.sched, args.min_lr, [m * steps_per_epoch for m in args.decay_milestones], args.decay_rate)
@@ -478,6 +510,9 @@ def run(args) -> Dict:
         torch.manual_seed(args.seed + 1000 * epoch + 1_000_003 * rank)
         random.seed(args.seed + 1000 * epoch + rank)
         sampler.set_epoch(epoch)
+        ds["train"].set_epoch(epoch)  # views are a function of (seed, epoch, index)
+        if soft_labels is not None:
+            soft_labels.set_epoch(epoch)
         bar = None
         if args.progress and rank == 0 and sys.stderr.isatty():
             try:
@@ -489,7 +524,7 @@ def run(args) -> Dict:
                 bar = None
         tr = train_one_epoch(model, train_loader, optimizer, lambda s: sched(s - base_step), epoch * steps_per_epoch,
                              device, teacher, alpha=args.kd_alpha, scaler=scaler, amp=amp,
-                             clip_grad=args.clip_grad, progress=bar, **loss_kw)
+                             clip_grad=args.clip_grad, progress=bar, soft_labels=soft_labels, **loss_kw)
         if bar is not None:
             bar.close()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "binary_weights": bw,
@@ -551,7 +586,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args)
-    except (UsageError, UnknownArchitectureError, D.DatasetError, CheckpointError) as e:
+    except (UsageError, UnknownArchitectureError, D.DatasetError, CheckpointError, CacheError) as e:
         print(f"lskd-vision-train: error: {e}", file=sys.stderr, flush=True)
         if is_dist():
             dist.destroy_process_group()
