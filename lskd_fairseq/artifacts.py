@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from lskd_fairseq.atomic import atomic_path, atomic_write_json
+from lskd_fairseq.errors import LskdError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ CACHE_FORMAT = "lskd-topk-cache"
 CACHE_VERSION = 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(LskdError):
     """An offline artifact that is missing, incomplete or made for something else."""
 
 
@@ -65,8 +66,65 @@ def teacher_fingerprint(paths: Sequence[str]) -> Dict[str, object]:
 
 
 def dictionary_sha256(dictionary) -> str:
-    """Hash of a fairseq Dictionary's symbols, in order (specials included)."""
-    return hashlib.sha256("\n".join(dictionary.symbols).encode("utf-8")).hexdigest()
+    """Hash of a fairseq Dictionary's symbols (or a list of symbols), in order, specials included."""
+    symbols = getattr(dictionary, "symbols", dictionary)
+    return hashlib.sha256("\n".join(symbols).encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- dictionaries
+
+
+def dictionary_fingerprint(dictionary) -> Dict[str, object]:
+    """What an artifact header records of a dictionary: its size and ``dictionary_sha256``."""
+    return {"size": len(dictionary.symbols), "sha256": dictionary_sha256(dictionary)}
+
+
+def dictionary_difference(expected, actual, size_only: bool = False) -> Optional[str]:
+    """THE dictionary comparison (teacher check, distilled-corpus check, cache check).
+
+    ``expected`` and ``actual`` are fairseq Dictionaries (or lists of symbols), or a
+    fingerprint ``{"size", "sha256"}`` read from an artifact's header. Returns None
+    when they are the same symbols in the same order, else what differs: the sizes
+    and the first differing symbol, or the hashes when one side is a fingerprint.
+    ``size_only`` compares the sizes only (an explicit opt-out; ``expected`` may then
+    be a plain size).
+    """
+
+    def symbols(d):
+        return None if isinstance(d, (dict, int)) else list(getattr(d, "symbols", d))
+
+    def size(d):
+        if isinstance(d, int):
+            return d
+        return d.get("size") if isinstance(d, dict) else len(symbols(d))
+
+    n_exp, n_act = size(expected), size(actual)
+    if size_only:
+        return None if n_exp == n_act else f"{n_exp} vs {n_act} symbols"
+    sym_exp, sym_act = symbols(expected), symbols(actual)
+    if sym_exp is None or sym_act is None:
+        sha_exp = expected.get("sha256") if sym_exp is None else dictionary_sha256(sym_exp)
+        sha_act = actual.get("sha256") if sym_act is None else dictionary_sha256(sym_act)
+        if sha_exp == sha_act and (n_exp is None or n_act is None or n_exp == n_act):
+            return None
+        return (f"{n_exp if n_exp is not None else '?'} vs {n_act} symbols, other symbols "
+                f"(SHA-256 {str(sha_exp)[:12]} vs {str(sha_act)[:12]})")
+    if sym_exp == sym_act:
+        return None
+    n = min(len(sym_exp), len(sym_act))
+    first = next((i for i in range(n) if sym_exp[i] != sym_act[i]), n)
+    at = (f"{sym_exp[first]!r} vs {sym_act[first]!r}" if first < n
+          else f"the longer one continues with {(sym_exp if len(sym_exp) > n else sym_act)[n]!r}")
+    n_diff = sum(a != b for a, b in zip(sym_exp, sym_act)) + abs(len(sym_exp) - len(sym_act))
+    return f"{len(sym_exp)} vs {len(sym_act)} symbols, {n_diff} differ, first at index {first}: {at}"
+
+
+def check_same_dictionary(expected, actual, what: str, fix: str, error=ArtifactError,
+                          size_only: bool = False) -> None:
+    """Raise ``error`` naming ``what`` differs (``expected`` vs ``actual``) and the ``fix``."""
+    diff = dictionary_difference(expected, actual, size_only=size_only)
+    if diff is not None:
+        raise error(f"{what} ({diff}); {fix}")
 
 
 def find_split_prefix(data: str, split: str, src: str, tgt: str) -> str:
@@ -239,7 +297,13 @@ class TopKCache:
         out_val[mask] = torch.from_numpy(np.ascontiguousarray(logit_mm[rows]))
         return out_idx, out_val
 
-    def check(self, *, topk: int, data_fp: Dict[str, object], src_dict_sha: str, tgt_dict_sha: str,
+    def dictionary_fingerprints(self) -> Tuple[Dict[str, object], Dict[str, object]]:
+        """The (source, target) dictionary fingerprints the cache was made with."""
+        h = self.header
+        return tuple({"size": h.get(f"{side}_dict_size"), "sha256": h.get(f"{side}_dict_sha256")}
+                     for side in ("src", "tgt"))
+
+    def check(self, *, topk: int, data_fp: Dict[str, object], src_dict, tgt_dict,
               n_samples: int, teacher_fp: Optional[Dict[str, object]] = None, what: str = "") -> None:
         """Refuse the cache, with a clear message, if it does not fit the training run."""
         h = self.header
@@ -254,11 +318,10 @@ class TopKCache:
                 f"{where} was made with k={self.k}, smaller than the requested --kd-topk {topk}; "
                 f"use --kd-topk <= {self.k} or remake the cache with lskd-teacher-cache --k {topk}"
             )
-        if h.get("tgt_dict_sha256") != tgt_dict_sha or h.get("src_dict_sha256") != src_dict_sha:
-            raise ArtifactError(
-                f"{where} was made with other dictionaries than this task's "
-                f"({h.get('data', {}).get('data')}); remake it for this data-bin"
-            )
+        for side, theirs, ours in zip(("source", "target"), self.dictionary_fingerprints(), (src_dict, tgt_dict)):
+            check_same_dictionary(
+                theirs, ours, f"{where} was made with other dictionaries than this task's: its {side} "
+                f"dictionary (from {h.get('data', {}).get('data')}) differs", "remake it for this data-bin")
         if int(h["n_samples"]) != n_samples or h.get("data", {}).get("sha256") != data_fp["sha256"]:
             raise ArtifactError(
                 f"{where} was made for other data: cache {h.get('data', {}).get('data')} split "
@@ -271,7 +334,8 @@ class TopKCache:
             if cached != teacher_fp["ensemble_sha256"]:
                 raise ArtifactError(
                     f"{where} was made by another teacher ({h.get('teacher', {}).get('paths')}) than "
-                    f"--teacher-path {teacher_fp['paths']} (checkpoint hashes differ)"
+                    f"--teacher-path {teacher_fp['paths']} (checkpoint hashes differ); remake the cache with "
+                    f"lskd-teacher-cache --teacher-path of this teacher, or train with the teacher it was made with"
                 )
 
 
@@ -298,7 +362,7 @@ def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_di
 
     if not os.path.isdir(ddir):
         raise DistillError(f"--distilled-data: no such directory: {ddir}")
-    man = artifacts.read_json(manifest_path(ddir, split))
+    man = read_json(manifest_path(ddir, split))
     if man is None:
         if not required:
             return None
@@ -313,22 +377,17 @@ def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_di
         path = os.path.join(ddir, f"dict.{lang}.txt")
         if not os.path.isfile(path):
             raise DistillError(f"{where}: missing dictionary {path}")
-        theirs = Dictionary.load(path)
-        if theirs.symbols != d.symbols:
-            n = min(len(theirs), len(d))
-            first = next((i for i in range(n) if theirs.symbols[i] != d.symbols[i]), n)
-            raise DistillError(
-                f"{where}: its {lang} dictionary differs from the gold data's ({len(theirs)} vs {len(d)} "
-                f"symbols, first difference at index {first}); distil from this data-bin with its teacher"
-            )
+        check_same_dictionary(
+            Dictionary.load(path), d, f"{where}: its {lang} dictionary differs from the gold data's",
+            "distil from this data-bin with its teacher", error=DistillError)
     if man.get("n_output") != n_gold or man.get("on_filtered") == "drop":
         raise DistillError(
             f"{where} has {man.get('n_output')} samples, the gold split has {n_gold}"
             + (" (it was made with --on-filtered drop, which is not aligned by sample id; remake it "
                "with --on-filtered reference)" if man.get("on_filtered") == "drop" else "")
         )
-    dprefix = artifacts.find_split_prefix(ddir, split, src, tgt)
-    gprefix = artifacts.find_split_prefix(gold_dir, split, src, tgt)
+    dprefix = find_split_prefix(ddir, split, src, tgt)
+    gprefix = find_split_prefix(gold_dir, split, src, tgt)
     dsrc = data_utils.load_indexed_dataset(dprefix + src, src_dict)
     dtgt = data_utils.load_indexed_dataset(dprefix + tgt, tgt_dict)
     gsrc = data_utils.load_indexed_dataset(gprefix + src, src_dict)
@@ -340,7 +399,7 @@ def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_di
         )
     same = np.array_equal(np.asarray(dsrc.sizes), np.asarray(gsrc.sizes))
     if same:
-        same = artifacts.sha256_file(dprefix + src + ".bin") == artifacts.sha256_file(gprefix + src + ".bin")
+        same = sha256_file(dprefix + src + ".bin") == sha256_file(gprefix + src + ".bin")
     if not same:
         first = next(i for i in range(n_gold) if not torch.equal(dsrc[i], gsrc[i]))
         raise DistillError(
@@ -367,7 +426,7 @@ def setup_translation_task(data, src, tgt, max_src=1024, max_tgt=1024):
 
 
 __all__: List[str] = [
-    "ArtifactError", "DistillError", "MANIFEST_FORMAT", "MANIFEST_VERSION", "TopKCache", "TopKCacheWriter",
+    "ArtifactError", "DistillError", "check_same_dictionary", "dictionary_difference", "dictionary_fingerprint", "MANIFEST_FORMAT", "MANIFEST_VERSION", "TopKCache", "TopKCacheWriter",
     "cache_paths", "check_distilled_against_gold", "data_fingerprint", "dictionary_sha256",
     "find_split_prefix", "manifest_path", "read_json", "setup_translation_task", "sha256_file",
     "teacher_fingerprint",

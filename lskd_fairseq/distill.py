@@ -51,6 +51,7 @@ import torch
 
 from lskd_fairseq import artifacts
 from lskd_fairseq.atomic import atomic_write_json
+from lskd_fairseq.errors import LskdError
 from lskd_fairseq.artifacts import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -214,6 +215,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split of the data-bin to translate (default: train)")
     p.add_argument("--teacher-path", required=True,
                    help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble (probabilities averaged)")
+    p.add_argument("--teacher-data", default="",
+                   help="the teacher's data-bin (its dict.*.txt), if the one its checkpoint records has moved")
+    p.add_argument("--teacher-dict-check", default="full", choices=["full", "size-only"],
+                   help="full: compare the teacher's dictionaries with the data's symbol by symbol (default); "
+                        "size-only: compare sizes only (an opt-out, logged)")
     p.add_argument("-s", "--source-lang", default=None)
     p.add_argument("-t", "--target-lang", default=None)
     p.add_argument("--source-text", default=None,
@@ -316,7 +322,7 @@ def run(args) -> dict:
     n_todo = int(todo.sum())
     gen_seconds = 0.0
     if n_todo > 0:
-        teacher = Teacher.load(tpaths, task)
+        teacher = Teacher.load(tpaths, task, teacher_data=args.teacher_data, dict_check=args.teacher_dict_check)
         models = teacher.models
         for m in models:
             if args.fp16:
@@ -483,14 +489,7 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     try:
         run(args)
-    except ArtifactError as e:
+    except LskdError as e:  # ArtifactError, TeacherError: a clear one-line message
         print(f"lskd-distill-data: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # TeacherError and friends: a clear one-line message
-        from lskd_fairseq.teacher import TeacherError
-
-        if isinstance(e, TeacherError):
-            print(f"lskd-distill-data: error: {e}", file=sys.stderr)
-            return 2
-        raise
     return 0

@@ -17,18 +17,51 @@ plugin is loaded (``--user-dir lskd_fairseq`` or ``import lskd_fairseq.tasks``).
    ``device_ids=[0]`` to torch's DistributedDataParallel, which torch refuses for a
    CPU module; for CPU modules only, we build the same wrapper without device ids.
    Everything else about fairseq's distributed set-up is left as it is.
+
+And three hooks through which the plugin explains a user's mistake instead of
+failing obscurely:
+
+3. One line, not a traceback, for the errors lskd raises itself
+   (``lskd_fairseq.errors.LskdError``: TeacherError, ArtifactError, OptionError):
+   ``<command>: error: <message>`` on stderr and exit status 2. Every other
+   exception keeps Python's usual report.
+
+4. An option of an lskd task given with another task (``--criterion
+   label_smoothed_kd --teacher-path T.pt`` without ``--task translation_kd``) is
+   named as such, where argparse would say "unrecognized arguments".
+
+5. ``enable_resume_check()``: before fairseq's trainer restores a checkpoint, it
+   lets the task (``check_resume(filename, reset)``) refuse one written under other
+   settings. Installed by ``translation_kd`` when it builds a training criterion.
 """
 
 import argparse
 import logging
 import os
+import sys
 
 import torch
 
+from lskd_fairseq.errors import LskdError, OptionError
+
 logger = logging.getLogger(__name__)
 
-# What fairseq 0.12 checkpoints pickle besides tensors and plain containers.
-FAIRSEQ_CHECKPOINT_GLOBALS = (argparse.Namespace,)
+# What fairseq 0.12 checkpoints pickle besides tensors and plain containers: the legacy
+# args, and numpy arrays, which a run trained with --eval-bleu keeps in its saved metrics
+# (the BLEU n-gram counts: numpy's array reconstruction, ndarray, dtype and the int/float
+# dtype classes, as torch's documentation lists for numpy under weights_only).
+def _numpy_globals():
+    import numpy
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return (_reconstruct, numpy.ndarray, numpy.dtype,
+            *(type(numpy.dtype(t)) for t in (numpy.int64, numpy.int32, numpy.float64, numpy.float32)))
+
+
+FAIRSEQ_CHECKPOINT_GLOBALS = (argparse.Namespace, *_numpy_globals())
 
 _applied = False
 
@@ -84,6 +117,110 @@ def _patch_cpu_ddp_wrapper() -> None:
     models.DistributedFairseqModel = distributed_model
 
 
+def _one_line_errors(previous_hook):
+    def hook(exc_type, exc, tb):
+        if not issubclass(exc_type, LskdError):
+            return previous_hook(exc_type, exc, tb)
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "lskd"
+        try:
+            logging.shutdown()  # the log so far stays complete
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            import atexit
+
+            atexit._run_exitfuncs()
+        finally:
+            os._exit(2)  # the status of a usage error, like argparse's
+
+    hook._lskd_one_line = True
+    return hook
+
+
+def install_error_hook() -> None:
+    """Show ``LskdError`` as one line and exit 2 (see the module's docstring, 3.)."""
+    if not getattr(sys.excepthook, "_lskd_one_line", False):
+        sys.excepthook = _one_line_errors(sys.excepthook)
+
+
+def lskd_task_options() -> dict:
+    """``{"--option": task name}`` for the options that only an lskd task defines
+    (those its config adds to its parent's), e.g. ``--teacher-path``."""
+    import dataclasses
+
+    from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
+
+    out = {}
+    for name, task_cls in TASK_REGISTRY.items():
+        dc = TASK_DATACLASS_REGISTRY.get(name)
+        if dc is None or not task_cls.__module__.startswith("lskd_fairseq."):
+            continue
+        inherited = {f.name for base in dc.__mro__[1:] if dataclasses.is_dataclass(base)
+                     for f in dataclasses.fields(base)}
+        for f in dataclasses.fields(dc):
+            if f.name not in inherited:
+                out["--" + f.name.replace("_", "-")] = name
+    return out
+
+
+def check_task_options(argv, default_task) -> None:
+    """Refuse an lskd task's option given with another task (see the module's docstring, 4.)."""
+    given = [a.split("=", 1)[0] for a in argv if isinstance(a, str) and a.startswith("--")]
+    owned = lskd_task_options()
+    mine = [a for a in given if a in owned]
+    if not mine:
+        return
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--task", default=default_task)
+    task = pre.parse_known_args(argv)[0].task
+    wrong = [a for a in mine if owned[a] != task]
+    if wrong:
+        needed = owned[wrong[0]]
+        raise OptionError(
+            f"{', '.join(dict.fromkeys(wrong))} belong(s) to --task {needed}, but the task is {task}: "
+            f"knowledge distillation needs --task {needed} (with --user-dir lskd_fairseq); add --task {needed}"
+        )
+
+
+def _patch_parse_args_and_arch() -> None:
+    from fairseq import options
+
+    original = options.parse_args_and_arch
+    if getattr(original, "_lskd_checked", False):
+        return
+
+    def parse_args_and_arch(parser, input_args=None, parse_known=False, suppress_defaults=False,
+                            modify_parser=None):
+        if not suppress_defaults:  # with it, fairseq calls this again without
+            argv = sys.argv[1:] if input_args is None else list(input_args)
+            check_task_options(argv, parser.get_default("task"))
+        return original(parser, input_args=input_args, parse_known=parse_known,
+                        suppress_defaults=suppress_defaults, modify_parser=modify_parser)
+
+    parse_args_and_arch._lskd_checked = True
+    options.parse_args_and_arch = parse_args_and_arch
+
+
+def enable_resume_check() -> None:
+    """Let the task check a checkpoint before fairseq's trainer restores it (docstring, 5.)."""
+    from fairseq.trainer import Trainer
+
+    original = Trainer.load_checkpoint
+    if getattr(original, "_lskd_resume_check", False):
+        return
+
+    def load_checkpoint(self, filename, reset_optimizer=False, reset_lr_scheduler=False,
+                        optimizer_overrides=None, reset_meters=False):
+        check = getattr(self.task, "check_resume", None)
+        if check is not None and os.path.isfile(filename):
+            check(filename, reset=reset_optimizer and reset_lr_scheduler and reset_meters)
+        return original(self, filename, reset_optimizer=reset_optimizer, reset_lr_scheduler=reset_lr_scheduler,
+                        optimizer_overrides=optimizer_overrides, reset_meters=reset_meters)
+
+    load_checkpoint._lskd_resume_check = True
+    Trainer.load_checkpoint = load_checkpoint
+
+
 def apply() -> None:
     """Apply the fixes once per process."""
     global _applied
@@ -92,4 +229,6 @@ def apply() -> None:
     allow_fairseq_checkpoint_globals()
     _patch_torchrun_cpu_device_id()
     _patch_cpu_ddp_wrapper()
+    _patch_parse_args_and_arch()
+    install_error_hook()
     _applied = True

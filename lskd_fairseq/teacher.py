@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from lskd_fairseq import fairseq_compat
+from lskd_fairseq.artifacts import check_same_dictionary
+from lskd_fairseq.errors import LskdError
 from lskd_fairseq.losses import ensemble_log_probs
 
 logger = logging.getLogger(__name__)
@@ -27,8 +29,11 @@ logger = logging.getLogger(__name__)
 _TOPK_ROWS = 1024
 
 
-class TeacherError(ValueError):
+class TeacherError(LskdError):
     """A teacher that cannot be used: missing, unreadable or incompatible."""
+
+
+DICT_CHECKS = ("full", "size-only")
 
 
 def split_paths(paths: Union[str, Sequence[str]]) -> List[str]:
@@ -37,59 +42,74 @@ def split_paths(paths: Union[str, Sequence[str]]) -> List[str]:
     return list(paths)
 
 
-def _read_dictionary_file(path: str) -> Optional[List[str]]:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return [line.rsplit(" ", 1)[0] if " " in line else line.rstrip("\n") for line in f]
+def teacher_dictionary_paths(teacher_state: dict, path: str, task, teacher_data: str = "") -> Tuple[str, str]:
+    """The files of the dictionaries the teacher was trained with: ``dict.SRC.txt`` and
+    ``dict.TGT.txt`` in its data-bin (``teacher_data``, else the one its checkpoint
+    records). Its languages are those it recorded or, as fairseq does when ``-s/-t``
+    were not given, inferred from the data-bin's file names
+    (``data_utils.infer_language_pair``), else the student's."""
+    from fairseq.data import data_utils
+
+    tcfg = (teacher_state.get("cfg") or {}).get("task") or {}
+    data = teacher_data or str(tcfg.get("data") or "").split(":")[0]
+    src, tgt = tcfg.get("source_lang"), tcfg.get("target_lang")
+    where = f"--teacher-data {teacher_data}" if teacher_data else f"its data-bin {data or '(none recorded)'}"
+    fix = ("pass --teacher-data DIR (the teacher's data-bin, with its dict.*.txt), or compare sizes only "
+           "with --teacher-dict-check size-only (not recommended: another vocabulary of the same size passes)")
+    if not data or not os.path.isdir(data):
+        raise TeacherError(f"teacher {path}: its dictionaries cannot be found ({where} does not exist); {fix}")
+    if src is None or tgt is None:
+        src, tgt = data_utils.infer_language_pair(data)
+    if src is None or tgt is None:
+        src, tgt = task.cfg.source_lang, task.cfg.target_lang
+    files = (os.path.join(data, f"dict.{src}.txt"), os.path.join(data, f"dict.{tgt}.txt"))
+    for f in files:
+        if not os.path.isfile(f):
+            raise TeacherError(f"teacher {path}: its dictionaries cannot be found ({f} is missing in {where}); {fix}")
+    return files
 
 
-def check_dictionaries(teacher_state: dict, path: str, task) -> None:
+def check_dictionaries(teacher_state: dict, path: str, task, teacher_data: str = "",
+                       dict_check: str = "full") -> None:
     """Refuse a teacher whose dictionaries differ from the student task's.
 
-    The symbols are compared when the teacher's data directory (recorded in its
-    checkpoint) is still there; otherwise the embedding sizes are compared.
+    The teacher's own dictionary files (see ``teacher_dictionary_paths``) are compared
+    symbol by symbol with the student's (``artifacts.check_same_dictionary``), and must
+    match the teacher's embedding sizes. ``dict_check="size-only"`` (an explicit
+    opt-out, logged) compares the embedding sizes with the student's only.
     """
-    cfg = teacher_state.get("cfg") or {}
-    tcfg = cfg.get("task") or {}
-    data = str(tcfg.get("data") or "").split(":")[0]
+    from fairseq.data import Dictionary
+
+    if dict_check not in DICT_CHECKS:
+        raise TeacherError(f"--teacher-dict-check must be one of {', '.join(DICT_CHECKS)}, got {dict_check!r}")
     model_state = teacher_state.get("model", {})
-    for side, dictionary, emb_key, lang in (
-        ("source", task.source_dictionary, "encoder.embed_tokens.weight", tcfg.get("source_lang")),
-        ("target", task.target_dictionary, "decoder.embed_tokens.weight", tcfg.get("target_lang")),
-    ):
+    fix = ("binarize the student's data with the teacher's dictionaries (fairseq-preprocess "
+           "--srcdict/--tgtdict) or use a matching teacher")
+    sides = (("source", task.source_dictionary, "encoder.embed_tokens.weight"),
+             ("target", task.target_dictionary, "decoder.embed_tokens.weight"))
+    if dict_check == "size-only":
+        logger.warning(f"teacher {path}: --teacher-dict-check size-only: only the dictionary sizes are compared, "
+                       f"not their symbols")
+        for side, dictionary, emb_key in sides:
+            emb = model_state.get(emb_key)
+            if dictionary is not None and emb is not None:
+                check_same_dictionary(int(emb.shape[0]), dictionary, f"teacher {path}: its {side} dictionary "
+                                      f"differs in size from the student's", fix, error=TeacherError, size_only=True)
+        return
+    files = teacher_dictionary_paths(teacher_state, path, task, teacher_data)
+    for (side, dictionary, emb_key), dict_file in zip(sides, files):
         if dictionary is None:
             continue
-        student_symbols = list(dictionary.symbols)
-        teacher_symbols = None
-        if data and lang:
-            # a saved dictionary holds the symbols after the 4 specials (and any padding added later)
-            saved = _read_dictionary_file(os.path.join(data, f"dict.{lang}.txt"))
-            if saved is not None:
-                teacher_symbols = student_symbols[: dictionary.nspecial] + saved
+        theirs = Dictionary.load(dict_file)
         emb = model_state.get(emb_key)
-        teacher_size = emb.shape[0] if emb is not None else None
-        if teacher_symbols is not None:
-            n = min(len(teacher_symbols), len(student_symbols))
-            first = next((i for i in range(n) if teacher_symbols[i] != student_symbols[i]), None)
-            if first is not None:
-                raise TeacherError(
-                    f"teacher {path}: its {side} dictionary differs from the student's "
-                    f"(teacher {len(teacher_symbols)} symbols from {data}, student {len(student_symbols)}); "
-                    f"first difference at index {first}: teacher {teacher_symbols[first]!r} vs "
-                    f"student {student_symbols[first]!r}. Binarize the student's data with the teacher's "
-                    f"dictionaries (fairseq-preprocess --srcdict/--tgtdict) or use a matching teacher."
-                )
-        if teacher_size is not None and teacher_size != len(student_symbols):
-            extra = ""
-            if teacher_symbols is not None and len(teacher_symbols) != len(student_symbols):
-                n = min(len(teacher_symbols), len(student_symbols))
-                extra = f"; the first {n} symbols agree, the longer one continues with {(teacher_symbols + student_symbols)[n]!r}"
+        if emb is not None and int(emb.shape[0]) != len(theirs):
             raise TeacherError(
-                f"teacher {path}: its {side} dictionary has {teacher_size} symbols, the student's has "
-                f"{len(student_symbols)}{extra}. Binarize the student's data with the teacher's "
-                f"dictionaries (fairseq-preprocess --srcdict/--tgtdict) or use a matching teacher."
-            )
+                f"teacher {path}: its {side} embedding has {int(emb.shape[0])} rows but {dict_file} has "
+                f"{len(theirs)} symbols, so that file is not the dictionary it was trained with; "
+                f"pass --teacher-data DIR (the teacher's data-bin)")
+        check_same_dictionary(theirs, dictionary, f"teacher {path}: its {side} dictionary ({dict_file}) differs "
+                              f"from the student data's ({task.cfg.data})", fix, error=TeacherError)
+    logger.info(f"teacher {path}: dictionaries {files[0]} and {files[1]} are the student's")
 
 
 def load_checkpoint_state(path: str) -> dict:
@@ -133,16 +153,26 @@ class Teacher:
             m.requires_grad_(False)
 
     @classmethod
-    def load(cls, paths: Union[str, Sequence[str]], task) -> "Teacher":
-        """Load checkpoint(s) for use with ``task``'s dictionaries; clear errors otherwise."""
+    def load(cls, paths: Union[str, Sequence[str]], task, topk: int = 0, teacher_data: str = "",
+             dict_check: str = "full") -> "Teacher":
+        """Load checkpoint(s) for use with ``task``'s dictionaries; clear errors otherwise.
+
+        ``topk`` (``--kd-topk``) is refused when larger than the vocabulary;
+        ``teacher_data`` and ``dict_check`` are passed to ``check_dictionaries``.
+        """
         paths = split_paths(paths)
         if not paths:
             raise TeacherError("no teacher checkpoint given (--teacher-path a.pt[:b.pt ...])")
         states = []
         for p in paths:
             state = load_checkpoint_state(p)
-            check_dictionaries(state, p, task)
+            check_dictionaries(state, p, task, teacher_data=teacher_data, dict_check=dict_check)
             states.append(state)
+        vocab = len(task.target_dictionary)  # the teacher's too, once the dictionaries agree
+        if topk > vocab:
+            raise TeacherError(
+                f"--kd-topk {topk} is larger than the teacher's vocabulary ({vocab} target symbols); "
+                f"use --kd-topk <= {vocab}, or 0 for the full vocabulary")
         from fairseq import checkpoint_utils
 
         models = []

@@ -220,6 +220,10 @@ def test_plain_fairseq_cannot_load_its_checkpoint_but_the_plugin_can(nmt_data, n
     assert "weights_only" in plain.stderr or "Unpickling" in plain.stderr
     ok = run_cli(gen + ["--user-dir", PLUGIN])
     assert "Generate test with beam=2" in ok.stdout + ok.stderr
+
+
+def test_fairseq_interactive_translates_with_the_plugin(nmt_data, nmt_teacher):
+    """Serving a checkpoint (fairseq-interactive) works with the plugin, whatever torch's default."""
     inter = subprocess.run(
         [sys.executable, "-m", "fairseq_cli.interactive", str(nmt_data), "--path", str(nmt_teacher), "--user-dir", str(PLUGIN),
          "--cpu", "--beam", "2", "--source-lang", "en", "--target-lang", "de"],

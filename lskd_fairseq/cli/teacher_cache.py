@@ -23,6 +23,7 @@ import torch
 
 from lskd_fairseq import artifacts
 from lskd_fairseq.artifacts import ArtifactError
+from lskd_fairseq.errors import LskdError
 
 logger = logging.getLogger("lskd.teacher_cache")
 
@@ -34,6 +35,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split to score (default: train)")
     p.add_argument("--teacher-path", required=True, help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble")
     p.add_argument("-k", "--k", type=int, default=8, help="tokens kept per position")
+    p.add_argument("--teacher-data", default="",
+                   help="the teacher's data-bin (its dict.*.txt), if the one its checkpoint records has moved")
+    p.add_argument("--teacher-dict-check", default="full", choices=["full", "size-only"],
+                   help="full: compare the teacher's dictionaries with the data's symbol by symbol (default); "
+                        "size-only: compare sizes only (an opt-out, logged)")
     p.add_argument("-s", "--source-lang", default=None)
     p.add_argument("-t", "--target-lang", default=None)
     p.add_argument("--max-tokens", type=int, default=4096)
@@ -63,7 +69,7 @@ def run(args) -> dict:
     if args.k > vocab:
         raise ArtifactError(f"--k {args.k} is larger than the target vocabulary ({vocab})")
     tpaths = split_paths(args.teacher_path)
-    teacher = Teacher.load(tpaths, task)
+    teacher = Teacher.load(tpaths, task, teacher_data=args.teacher_data, dict_check=args.teacher_dict_check)
     use_cuda = torch.cuda.is_available() and not args.cpu
     for m in teacher.models:
         if args.fp16:
@@ -73,8 +79,9 @@ def run(args) -> dict:
     header = {
         "teacher": artifacts.teacher_fingerprint(tpaths),
         "data": artifacts.data_fingerprint(args.data, args.split, src, tgt),
-        "src_dict_sha256": artifacts.dictionary_sha256(task.src_dict),
-        "tgt_dict_sha256": artifacts.dictionary_sha256(task.tgt_dict),
+        **{f"{side}_dict_{key}": value for side, d in (("src", task.src_dict), ("tgt", task.tgt_dict))
+           for key, value in artifacts.dictionary_fingerprint(d).items()},
+        "teacher_dict_check": args.teacher_dict_check,
         "source_lang": src, "target_lang": tgt, "vocab_size": vocab, "fp16_teacher": bool(args.fp16),
     }
     writer = artifacts.TopKCacheWriter(args.out, args.split, ds.tgt_sizes, args.k, vocab)
@@ -113,11 +120,9 @@ def main(argv=None) -> int:
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
                         stream=sys.stderr)
     args = get_parser().parse_args(argv)
-    from lskd_fairseq.teacher import TeacherError
-
     try:
         run(args)
-    except (ArtifactError, TeacherError) as e:
+    except LskdError as e:  # ArtifactError, TeacherError
         print(f"lskd-teacher-cache: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,11 +1,22 @@
 """``translation_kd``: fairseq's ``translation`` task holding a frozen teacher.
 
 The teacher (one checkpoint or an ensemble, ``--teacher-path a.pt:b.pt``) is
-loaded when the student model is built, before any training step, and is
-checked against the student's dictionaries then. It lives on the task, not on
-the model or the criterion, so DDP never wraps it, the optimizer never sees it
-and checkpoints never contain it; a resumed run simply loads it again from
-``--teacher-path``.
+needed to train only. It is loaded when a criterion that uses it is built
+(``build_criterion``: fairseq-train, fairseq-validate), before any training
+step, and is checked then: its dictionaries against the student's (see
+``teacher.check_dictionaries``; ``--teacher-data``, ``--teacher-dict-check``) and
+``--kd-topk`` against its vocabulary. Loading a student for inference
+(``from_pretrained``, ``load_model_ensemble_and_task``, fairseq-generate,
+fairseq-interactive) never touches the teacher, so a student deploys without
+it. The teacher lives on the task, not on the model or the criterion, so DDP
+never wraps it, the optimizer never sees it and checkpoints never contain it;
+a resumed run simply loads it again from ``--teacher-path``.
+
+Refused before training: a teacher (or teacher cache, or distilled data) with a
+criterion that cannot use it, and resuming a checkpoint trained with another
+teacher (by SHA-256) or other ``--kd-alpha/--kd-temperature/--kd-topk`` unless
+``--kd-allow-changed-settings`` (the KD settings are saved in the task's state
+in every checkpoint; deliberate changes are logged and kept there too).
 
 Offline teacher artifacts (issue 3):
 
@@ -29,15 +40,27 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import torch
 from fairseq.data import data_utils
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from lskd_fairseq import artifacts
+from lskd_fairseq import artifacts, fairseq_compat
 from lskd_fairseq.artifacts import ArtifactError
-from lskd_fairseq.teacher import Teacher, TeacherError, TeacherOutput, split_paths
+from lskd_fairseq.errors import LskdError, OptionError
+from lskd_fairseq.teacher import DICT_CHECKS, Teacher, TeacherError, TeacherOutput, split_paths
 
 logger = logging.getLogger(__name__)
+
+# What each lskd criterion can use from this task; any other criterion uses none of it.
+CRITERION_INPUTS = {
+    "label_smoothed_kd": {"teacher"},
+    "sequence_distillation": {"teacher", "distilled"},
+}
+# The criterion options that make up the KD settings a resumed run must keep.
+KD_SETTINGS = ("kd_alpha", "kd_temperature", "kd_topk")
+STATE_KEY = "lskd_kd"
 
 
 @dataclass
@@ -62,6 +85,27 @@ class TranslationKDConfig(TranslationConfig):
         metadata={
             "help": "data-bin made by lskd-distill-data from this data (aligned by sample id), "
             "holding the teacher's translations; used by --criterion sequence_distillation"
+        },
+    )
+    teacher_data: str = field(
+        default="",
+        metadata={
+            "help": "the teacher's data-bin (its dict.*.txt), when the one its checkpoint records has moved; "
+            "the teacher's dictionaries are compared with the student's"
+        },
+    )
+    teacher_dict_check: ChoiceEnum(list(DICT_CHECKS)) = field(
+        default="full",
+        metadata={
+            "help": "full: compare the teacher's dictionaries with the student's symbol by symbol; "
+            "size-only: compare their sizes only (an opt-out, recorded in the log)"
+        },
+    )
+    kd_allow_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "resume a checkpoint under another teacher or other --kd-alpha/--kd-temperature/--kd-topk "
+            "(deliberately, e.g. for a curriculum); the change is logged and saved in the checkpoint"
         },
     )
 
@@ -118,26 +162,23 @@ class TranslationKDTask(TranslationTask):
         self._cache_topk: Optional[int] = None
         self.teacher_cache_side: Optional[str] = None
         self._teacher_fp = None
-
-    @classmethod
-    def setup_task(cls, cfg: TranslationKDConfig, **kwargs):
-        for path in split_paths(cfg.teacher_path):
-            if not os.path.isfile(path):
-                raise TeacherError(f"--teacher-path: checkpoint not found: {path}")
-        return super().setup_task(cfg, **kwargs)
+        self._kd_settings: Optional[dict] = None  # set when a training criterion is built
+        self._kd_history: list = []
 
     @property
     def has_teacher(self) -> bool:
         """A teacher is available: a checkpoint (``--teacher-path``) or a cache of one."""
         return bool(self.cfg.teacher_path) or bool(getattr(self.cfg, "teacher_cache", ""))
 
-    def build_model(self, cfg, from_checkpoint=False):
-        model = super().build_model(cfg, from_checkpoint)
-        # Models built from a checkpoint are the teacher itself or a model being
-        # loaded for generation: neither needs a teacher.
-        if not from_checkpoint and self.cfg.teacher_path and self._teacher is None:
-            self._teacher = Teacher.load(self.cfg.teacher_path, task=self)
-        return model
+    def _check_teacher_files(self) -> None:
+        for path in split_paths(self.cfg.teacher_path):
+            if not os.path.isfile(path):
+                raise TeacherError(f"--teacher-path: checkpoint not found: {path}")
+
+    def _load_teacher(self, topk: int = 0) -> Teacher:
+        self._check_teacher_files()
+        return Teacher.load(self.cfg.teacher_path, task=self, topk=topk, teacher_data=self.cfg.teacher_data,
+                            dict_check=str(self.cfg.teacher_dict_check))
 
     @property
     def teacher(self) -> Teacher:
@@ -146,8 +187,119 @@ class TranslationKDTask(TranslationTask):
                 raise TeacherError(
                     "this criterion needs a teacher: pass --teacher-path to --task translation_kd"
                 )
-            self._teacher = Teacher.load(self.cfg.teacher_path, task=self)
+            self._teacher = self._load_teacher()
         return self._teacher
+
+    # ------------------------------------------------------------------ criterion: training only
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        """Build the criterion, refuse inputs it cannot use, and load the teacher it needs.
+
+        Only training and validation build a criterion, so only they load the teacher.
+        """
+        from fairseq.criterions import CRITERION_REGISTRY
+
+        name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None) or type(cfg).__name__
+        given = {"teacher": [o for o, v in (("--teacher-path", self.cfg.teacher_path),
+                                            ("--teacher-cache", self.cfg.teacher_cache)) if v],
+                 "distilled": ["--distilled-data"] if self.cfg.distilled_data else []}
+        usable = CRITERION_INPUTS.get(name, set())
+        unused = [opt for what, opts in given.items() if what not in usable for opt in opts]
+        if unused:
+            users = sorted(c for c, inputs in CRITERION_INPUTS.items() if inputs & {w for w, o in given.items() if o})
+            raise OptionError(
+                f"{' and '.join(unused)} given, but --criterion {name} cannot use "
+                f"{'them' if len(unused) > 1 else 'it'}: it would be loaded and ignored; use --criterion "
+                f"{' or '.join(users)}, or drop {' and '.join(unused)}"
+            )
+        if self.cfg.teacher_path:
+            self._check_teacher_files()
+        criterion_cls = CRITERION_REGISTRY.get(name)
+        try:
+            criterion = super().build_criterion(cfg, from_checkpoint)
+        except ValueError as e:
+            # lskd's criteria refuse bad option values with ValueError: one line for the user
+            if isinstance(e, LskdError) or not getattr(criterion_cls, "__module__", "").startswith("lskd_fairseq."):
+                raise
+            raise OptionError(str(e)) from e
+        if "teacher" in usable and self.cfg.teacher_path and self._teacher is None:
+            self._teacher = self._load_teacher(topk=int(getattr(cfg, "kd_topk", 0) or 0))
+        if usable:
+            self._kd_settings = dict(criterion=name, teacher=self._teacher_identity(),
+                                     **{k: getattr(cfg, k, None) for k in KD_SETTINGS})
+            fairseq_compat.enable_resume_check()
+        return criterion
+
+    def _teacher_identity(self) -> Optional[dict]:
+        """Which teacher this run distils: its checkpoint's SHA-256 (or that recorded by the cache)."""
+        if self.cfg.teacher_path:
+            if self._teacher_fp is None:
+                self._teacher_fp = artifacts.teacher_fingerprint(split_paths(self.cfg.teacher_path))
+            return {"paths": self._teacher_fp["paths"], "sha256": self._teacher_fp["ensemble_sha256"]}
+        if self.cfg.teacher_cache:
+            header = artifacts.read_json(artifacts.cache_paths(self.cfg.teacher_cache, self.cfg.train_subset)["header"])
+            teacher = (header or {}).get("teacher") or {}
+            return {"paths": teacher.get("paths"), "sha256": teacher.get("ensemble_sha256"),
+                    "cache": os.path.abspath(self.cfg.teacher_cache)}
+        return None
+
+    # ------------------------------------------------------------------ checkpoints: the KD settings
+
+    def state_dict(self):
+        state = dict(super().state_dict())
+        if self._kd_settings is not None:
+            state[STATE_KEY] = {"settings": self._kd_settings, "changes": list(self._kd_history)}
+        return state
+
+    def check_resume(self, filename: str, reset: bool = False) -> None:
+        """Refuse to resume ``filename`` if it was trained with other KD settings.
+
+        Called by fairseq's trainer (``fairseq_compat.enable_resume_check``) before it
+        restores the checkpoint. ``reset``: only its weights are taken (all of
+        --reset-optimizer, --reset-lr-scheduler and --reset-meters, as with
+        --finetune-from-model), which starts a new run, so nothing is compared.
+        """
+        if self._kd_settings is None or reset:
+            return
+        try:
+            state = torch.load(filename, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # noqa: BLE001 - an old (non-zip) file: read it whole
+            state = torch.load(filename, map_location="cpu", weights_only=True)
+        saved = ((state.get("task_state") or {}).get(STATE_KEY) or {})
+        old = saved.get("settings")
+        if old is None:
+            tcfg = (state.get("cfg") or {}).get("task") or {}
+            ccfg = (state.get("cfg") or {}).get("criterion") or {}
+            if ccfg.get("_name") not in CRITERION_INPUTS:
+                return  # not a KD run: starting KD from it is a new run
+            paths = [os.path.abspath(p) for p in split_paths(str(tcfg.get("teacher_path") or ""))]
+            old = dict(criterion=ccfg.get("_name"), teacher={"paths": paths or None, "sha256": None},
+                       **{k: ccfg.get(k) for k in KD_SETTINGS})
+        new = self._kd_settings
+        diffs = []
+        for k in KD_SETTINGS:
+            if old.get(k) != new.get(k):
+                diffs.append(f"--{k.replace('_', '-')} {old.get(k)} -> {new.get(k)}")
+        old_t, new_t = old.get("teacher") or {}, new.get("teacher") or {}
+        same_teacher = (old_t.get("sha256") == new_t.get("sha256") if old_t.get("sha256") and new_t.get("sha256")
+                        else old_t.get("paths") == new_t.get("paths"))
+        if not same_teacher:
+            diffs.append(f"teacher {old_t.get('paths')} (SHA-256 {str(old_t.get('sha256'))[:12]}) -> "
+                         f"{new_t.get('paths')} (SHA-256 {str(new_t.get('sha256'))[:12]})")
+        if not diffs:
+            return
+        what = "; ".join(diffs)
+        if not self.cfg.kd_allow_changed_settings:
+            raise OptionError(
+                f"resuming {filename}, which was trained with other KD settings: {what}. Resume with its "
+                f"settings, start a new --save-dir, or pass --kd-allow-changed-settings to continue under "
+                f"the new ones deliberately"
+            )
+        num_updates = ((state.get("optimizer_history") or [{}])[-1]).get("num_updates")
+        logger.warning(f"--kd-allow-changed-settings: resuming {filename} (update {num_updates}) under "
+                       f"changed KD settings: {what}")
+        self._kd_history = list(saved.get("changes") or []) + [
+            {"num_updates": num_updates, "changed": diffs, "from": old, "to": new}]
 
     # ------------------------------------------------------------------ datasets
 
@@ -238,8 +390,8 @@ class TranslationKDTask(TranslationTask):
         cache.check(
             topk=self._cache_topk,
             data_fp=artifacts.data_fingerprint(data_dir, split, src, tgt),
-            src_dict_sha=artifacts.dictionary_sha256(self.src_dict),
-            tgt_dict_sha=artifacts.dictionary_sha256(self.tgt_dict),
+            src_dict=self.src_dict,
+            tgt_dict=self.tgt_dict,
             n_samples=n,
             teacher_fp=self._teacher_fp,
             what=what,
