@@ -24,13 +24,16 @@ The teacher is given either as full logits or as a top-k pair ``(indices,
 logits)``; with top-k the teacher distribution is renormalised over its k
 classes at temperature T (Tan et al. 2019), while the student's log-probabilities
 are always normalised over the full vocabulary.
+
+``ls_kd_loss`` computes this with a fused, row-chunked autograd function
+(``_LSKD``); ``ls_kd_loss_reference`` is the same definition in a dozen plain
+lines, and the tests hold the one to the other (values and gradients).
 """
 
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 
 LS_CONVENTIONS = ("fairseq", "uniform")
 
@@ -56,8 +59,8 @@ def check_kd_options(label_smoothing: float = 0.0, kd_alpha: float = 0.0, kd_tem
         problems.append(f"{prefix}kd-alpha must be in [0, 1], got {kd_alpha}")
     if not kd_temperature > 0.0:
         problems.append(f"{prefix}kd-temperature must be > 0, got {kd_temperature}")
-    if int(kd_topk) != kd_topk or kd_topk < 0:
-        problems.append(f"{prefix}kd-topk must be an integer >= 0 (0 = all classes), got {kd_topk}")
+    if not (float(kd_topk).is_integer() and kd_topk >= 0):
+        problems.append(f"{prefix}kd-topk must be >= 0 and a whole number (0 = all classes), got {kd_topk}")
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -161,98 +164,123 @@ def _ls_coefficients(epsilon: float, num_classes: int, convention: str) -> Tuple
 
 
 class _LSKD(torch.autograd.Function):
-    """Per-row label-smoothed NLL, NLL and ``T^2 * KL(q_T || p_S)``, fused and row-chunked.
+    """``w_ls * LS + w_kd * T^2 KL(q_T || p_S)`` per row, fused and row-chunked.
 
-    Inputs: student logits (N, V); target (N,) (or None when no LS term is wanted);
-    keep (N,) bool; the teacher as dense logits (N, V) or a top-k pair
-    (indices (N, k), logits (N, k)); ``ls_ab = (a, b)`` or None; temperature T.
-    Outputs: per-row ``ls``, ``nll`` (not differentiable) and ``kd``, zero on rows
-    that are not kept. Nothing of size (N, V) is kept for backward besides the
-    inputs; the gradient
+    Inputs: student logits (N, V); target (N,) (None without an LS term); keep (N,)
+    bool; the teacher as dense logits (N, V) or a top-k pair (indices (N, k),
+    logits (N, k)) (None without a KD term); ``ls_ab = (a, b)`` (see
+    ``_ls_coefficients``) or None; ``weights = (w_ls, w_kd)``; temperature T;
+    ``need_grad``. Outputs per row, zero on rows that are not kept: the weighted
+    loss (differentiable) and, for logging, ``ls``, ``nll`` and ``kd``.
+
+    The gradient is written during the forward pass, chunk by chunk, into one
+    (N, V) tensor (the only (N, V) buffer besides the inputs, which are not kept):
         dLS/dz = (a + V b) softmax(z) - a onehot(y) - b     (= p - q_LS)
         dKD/dz = T (softmax(z / T) - q_T)
-    is recomputed chunk by chunk and written into a single (N, V) tensor. The
-    teacher gets no gradient (it is frozen by design).
+    so backward only scales it by the incoming per-row gradient (nothing at all
+    for the usual ``loss.sum().backward()``). The teacher gets no gradient.
     """
 
     @staticmethod
-    def forward(ctx, logits, target, keep, t_idx, t_vals, ls_ab, temperature):
+    def forward(ctx, logits, target, keep, t_idx, t_vals, ls_ab, weights, temperature, need_grad):
         dtype = _loss_dtype(logits.dtype)
         n, v = logits.shape
-        ls_out = logits.new_zeros(n, dtype=dtype)
-        nll_out = logits.new_zeros(n, dtype=dtype)
-        kd_out = logits.new_zeros(n, dtype=dtype)
-        want_kd = t_vals is not None
+        w_ls, w_kd = weights
+        temp = temperature
+        want_ls, want_kd = ls_ab is not None, t_vals is not None
+        ls_out, nll_out, kd_out = (logits.new_zeros(n, dtype=dtype) for _ in range(3))
+        grad = torch.empty((n, v), dtype=logits.dtype, device=logits.device) if need_grad else None
+        a, b = ls_ab if want_ls else (0.0, 0.0)
+        # gradient coefficients: c_p softmax(z) + c_t softmax(z / T) - c_q q - w_ls (b + a onehot(y))
+        c_p, c_t, c_q = w_ls * (a + v * b), w_kd * temp, w_kd * temp
+        if temp == 1.0:
+            c_p, c_t = c_p + c_t, 0.0
+        # chunk-sized buffers, reused from chunk to chunk (fresh allocations cost page faults)
+        scratch: Dict[str, torch.Tensor] = {}
+
+        def buffer(name: str, rows: int) -> torch.Tensor:
+            if name not in scratch:
+                scratch[name] = logits.new_empty(rows, v, dtype=dtype)
+            return scratch[name][:rows]
+
         for lo, hi in _row_chunks(n, v):
+            rows = hi - lo
             z = logits[lo:hi].to(dtype)
-            k = keep[lo:hi]
+            drop = ~keep[lo:hi]
+            g = None
+            if grad is not None:
+                g = grad[lo:hi] if grad.dtype == dtype else buffer("grad", rows)
             logp = None
-            if ls_ab is not None:
-                logp = torch.log_softmax(z, dim=-1)
+            if want_ls or temp == 1.0:  # log-probabilities at T = 1, in g when g starts from softmax(z)
+                into = g if g is not None and c_p != 0.0 else buffer("logp", rows)
+                logp = torch.log_softmax(z, dim=-1, out=into)
+            if want_ls:
                 nll = -logp.gather(-1, target[lo:hi, None]).squeeze(-1)
-                smooth = -logp.sum(-1)
-                nll_out[lo:hi] = nll.masked_fill(~k, 0.0)
-                ls_out[lo:hi] = (ls_ab[0] * nll + ls_ab[1] * smooth).masked_fill(~k, 0.0)
+                nll_out[lo:hi] = nll.masked_fill(drop, 0.0)
+                ls_out[lo:hi] = (a * nll - b * logp.sum(-1)).masked_fill(drop, 0.0)
             if want_kd:
-                # at T = 1 the KD term shares the LS term's log-softmax
-                if logp is None or temperature != 1.0:
-                    logp = torch.log_softmax(z / temperature if temperature != 1.0 else z, dim=-1)
-                logq = torch.log_softmax(t_vals[lo:hi].to(dtype) / temperature, dim=-1)
-                logp_t = logp.gather(-1, t_idx[lo:hi]) if t_idx is not None else logp
-                q = logq.exp()
-                # q * (log q - log p), with 0 * log 0 = 0 for classes the teacher rules out
-                kl = torch.where(q > 0, q * (logq - logp_t), torch.zeros_like(q)).sum(-1)
-                kd_out[lo:hi] = (temperature**2 * kl).masked_fill(~k, 0.0)
-        ctx.mark_non_differentiable(nll_out)
-        ctx.ls_ab, ctx.temperature, ctx.want_kd = ls_ab, temperature, want_kd
-        empty = logits.new_empty(0)
-        ctx.save_for_backward(
-            logits,
-            target if target is not None else empty,
-            keep,
-            t_idx if t_idx is not None else empty,
-            t_vals if want_kd else empty,
-        )
-        ctx.has_idx = t_idx is not None
-        return ls_out, nll_out, kd_out
+                logp_t = logp
+                if temp != 1.0:
+                    logp_t = torch.log_softmax(torch.div(z, temp, out=buffer("z_t", rows)), dim=-1,
+                                               out=buffer("logp_t", rows))
+                t = t_vals[lo:hi].to(dtype)
+                if t_idx is None:
+                    if temp != 1.0:
+                        t = torch.div(t, temp, out=buffer("z_t", rows))
+                    logq = torch.log_softmax(t, dim=-1, out=buffer("logq", rows))
+                    q = torch.exp(logq, out=buffer("q", rows))
+                    sel = logp_t
+                else:
+                    logq = torch.log_softmax(t / temp, dim=-1)
+                    q = logq.exp()
+                    sel = logp_t.gather(-1, t_idx[lo:hi])
+                kl = torch.linalg.vecdot(q, logq) - torch.linalg.vecdot(q, sel)
+                if not bool(torch.isfinite(kl).all()):  # classes the teacher rules out: 0 log 0 = 0
+                    kl = torch.where(q > 0, q * (logq - sel), torch.zeros_like(q)).sum(-1)
+                kd_out[lo:hi] = (temp * temp * kl).masked_fill(drop, 0.0)
+            if g is None:
+                continue
+            if c_p != 0.0:  # logp is in g
+                g.exp_()
+                if c_p != 1.0:
+                    g.mul_(c_p)
+            if c_t != 0.0:  # T != 1: the KD term's own softmax at temperature T
+                p_t = logp_t.exp_()
+                g.add_(p_t, alpha=c_t) if c_p != 0.0 else torch.mul(p_t, c_t, out=g)
+            elif c_p == 0.0:
+                g.zero_()
+            if want_kd and c_q != 0.0:
+                if t_idx is not None:
+                    g.scatter_add_(-1, t_idx[lo:hi], q.mul_(-c_q))
+                else:
+                    g.add_(q, alpha=-c_q)
+            if want_ls and w_ls != 0.0:
+                if b != 0.0:
+                    g.sub_(w_ls * b)
+                g.scatter_add_(-1, target[lo:hi, None], g.new_full((rows, 1), -w_ls * a))
+            if bool(drop.any()):
+                g.index_fill_(0, drop.nonzero().squeeze(1), 0.0)
+            if grad.dtype != dtype:
+                grad[lo:hi] = g
+        loss = torch.zeros_like(ls_out)
+        if want_ls and w_ls != 0.0:
+            loss.add_(ls_out, alpha=w_ls)
+        if want_kd and w_kd != 0.0:
+            loss.add_(kd_out, alpha=w_kd)
+        parts = (ls_out, nll_out, kd_out)
+        ctx.mark_non_differentiable(*parts)
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return (loss, *parts)
 
     @staticmethod
-    def backward(ctx, g_ls, _g_nll, g_kd):
-        logits, target, keep, t_idx, t_vals = ctx.saved_tensors
-        ls_ab, t = ctx.ls_ab, ctx.temperature
-        dtype = _loss_dtype(logits.dtype)
-        n, v = logits.shape
-        use_ls = ls_ab is not None and g_ls is not None and bool(g_ls.ne(0).any())
-        use_kd = ctx.want_kd and g_kd is not None and bool(g_kd.ne(0).any())
-        grad = torch.empty_like(logits)
-        for lo, hi in _row_chunks(n, v):
-            z = logits[lo:hi].to(dtype)
-            w_keep = keep[lo:hi].to(dtype).unsqueeze(-1)
-            # g = c_p * softmax(z) [+ c_t * softmax(z / T)] - b_row - a_row * onehot(y) - c_q * q
-            g = None
-            if use_ls:
-                a, b = ls_ab
-                w = g_ls[lo:hi].to(dtype).unsqueeze(-1)
-                c_p = w * (a + v * b)
-                if use_kd and t == 1.0:  # one softmax serves both terms
-                    c_p = c_p + g_kd[lo:hi].to(dtype).unsqueeze(-1)
-                g = torch.softmax(z, dim=-1).mul_(c_p).sub_(w * b)
-                g.scatter_add_(-1, target[lo:hi, None], -a * w)
-            if use_kd:
-                c_t = g_kd[lo:hi].to(dtype).unsqueeze(-1) * t
-                if g is None or t != 1.0:
-                    gk = torch.softmax(z / t if t != 1.0 else z, dim=-1).mul_(c_t)
-                    g = gk if g is None else g.add_(gk)
-                q = torch.softmax(t_vals[lo:hi].to(dtype) / t, dim=-1).mul_(c_t)
-                if ctx.has_idx:
-                    g.scatter_add_(-1, t_idx[lo:hi], -q)
-                else:
-                    g.sub_(q)
-            if g is None:
-                grad[lo:hi] = 0
-            else:
-                grad[lo:hi] = g.mul_(w_keep).to(grad.dtype)
-        return grad, None, None, None, None, None, None
+    def backward(ctx, g_loss, _g_ls, _g_nll, _g_kd):
+        if not ctx.saved_tensors:
+            raise RuntimeError("the fused LS/KD loss was computed without gradient")
+        (grad,) = ctx.saved_tensors
+        if not bool(g_loss.eq(1).all()):  # a new tensor: the saved one may serve another backward
+            grad = grad * g_loss.to(grad.dtype).unsqueeze(-1)
+        return grad, None, None, None, None, None, None, None, None
 
 
 def _as_teacher_pair(teacher: TeacherOutput, topk: int, vocab: int):
@@ -306,10 +334,8 @@ def kd_loss(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if topk < 0:
         raise ValueError(f"topk must be >= 0 (0 = full vocabulary), got {topk}")
-    lead, vocab = student_logits.shape[:-1], student_logits.size(-1)
-    student, idx, vals, keep = _flatten_kd_inputs(student_logits, teacher, topk, ignore_mask)
-    _, _, per_row = _LSKD.apply(student, None, keep, idx, vals, None, float(temperature))
-    return per_row.sum() if reduce else per_row.view(lead)
+    per_row = _fused_rows(student_logits, None, teacher, None, (0.0, 1.0), temperature, topk, ignore_mask)[0]
+    return per_row.sum() if reduce else per_row.view(student_logits.shape[:-1])
 
 
 def _flatten_kd_inputs(student_logits, teacher, topk, ignore_mask):
@@ -331,15 +357,23 @@ def _flatten_kd_inputs(student_logits, teacher, topk, ignore_mask):
     return student, idx, vals, keep
 
 
-def _fused_sums(student_logits, target, teacher, ls_ab, temperature, topk, ignore_index):
-    """Summed ``(a*nll + b*smooth, nll, KD)`` from one ``_LSKD`` pass (positions equal to
-    ``ignore_index`` left out)."""
+def _fused_rows(student_logits, target, teacher, ls_ab, weights, temperature, topk, ignore_mask):
+    """Per-row ``(w_ls * LS + w_kd * KD, LS, NLL, KD)`` from one ``_LSKD`` pass; the
+    student's logits (..., V), its target (...) and the teacher's output are flattened
+    here, once, for every caller."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    student, idx, vals, keep = _flatten_kd_inputs(student_logits, teacher, topk, ignore_mask)
+    need_grad = torch.is_grad_enabled() and student.requires_grad
+    flat_target = None if target is None else target.reshape(-1)
+    return _LSKD.apply(student, flat_target, keep, idx, vals, ls_ab, weights, float(temperature), need_grad)
+
+
+def _fused_sums(student_logits, target, teacher, ls_ab, weights, temperature, topk, ignore_index):
+    """Summed ``_fused_rows``, positions whose target is ``ignore_index`` left out."""
     mask = target.eq(ignore_index) if ignore_index is not None else None
-    student, idx, vals, keep = _flatten_kd_inputs(student_logits, teacher, topk, mask)
-    ls_rows, nll_rows, kd_rows = _LSKD.apply(student, target.reshape(-1), keep, idx, vals, ls_ab, float(temperature))
-    return ls_rows.sum(), nll_rows.sum(), kd_rows.sum()
+    rows = _fused_rows(student_logits, target, teacher, ls_ab, weights, temperature, topk, mask)
+    return tuple(r.sum() for r in rows)
 
 
 def ls_kd_loss(
@@ -358,9 +392,10 @@ def ls_kd_loss(
 
     With ``alpha == 0`` this is exactly ``label_smoothed_nll_loss(lprobs, ...)``
     (bit for bit, and the teacher is not consulted). With ``alpha > 0`` both terms
-    are computed from ``student_logits`` in one fused, row-chunked pass whose
-    backward writes a single gradient tensor (``lprobs`` may then be None), so KD
+    are computed from ``student_logits`` in one fused, row-chunked pass that also
+    writes their gradient into a single tensor (``lprobs`` may then be None), so KD
     adds no (N, V) buffers on top of what the logits already need.
+    ``ls_kd_loss_reference`` is the same definition written plainly.
 
     Returns ``(loss, parts)`` with the summed ``ls_loss``, ``nll_loss`` and
     ``kd_loss`` for logging (``kd_loss`` is 0 when ``alpha == 0``). With
@@ -376,8 +411,36 @@ def ls_kd_loss(
     if student_logits is None or teacher is None:
         raise ValueError("alpha > 0 needs the student's logits and a teacher output")
     ab = _ls_coefficients(epsilon, student_logits.size(-1), convention)
-    ls, nll, kd = _fused_sums(student_logits, target, teacher, ab, temperature, topk, ignore_index)
-    loss = kd if alpha == 1.0 else (1.0 - alpha) * ls + alpha * kd
+    loss, ls, nll, kd = _fused_sums(student_logits, target, teacher, ab, (1.0 - alpha, alpha), temperature, topk,
+                                    ignore_index)
+    return loss, {"ls_loss": ls.detach(), "nll_loss": nll.detach(), "kd_loss": kd.detach()}
+
+
+def ls_kd_loss_reference(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    epsilon: float,
+    alpha: float,
+    temperature: float = 1.0,
+    convention: str = "fairseq",
+    topk: int = 0,
+    ignore_index: Optional[int] = None,
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """The definition ``ls_kd_loss`` computes, written plainly with autograd (as in
+    mdistiller's ``kd_loss``); the tests hold the fused version to it. Same returns."""
+    keep = target.ne(ignore_index) if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    logits, target, teacher_logits = logits[keep], target[keep], teacher_logits[keep]
+    log_p = torch.log_softmax(logits, dim=-1)
+    soft_target = smoothed_targets(target, logits.size(-1), epsilon, convention).to(log_p.dtype)
+    ls, nll = -(soft_target * log_p).sum(), -log_p.gather(-1, target[:, None]).sum()
+    log_p_t = torch.log_softmax(logits / temperature, dim=-1)
+    if topk > 0:  # the teacher's k largest logits, renormalised; the student's log-probabilities on them
+        teacher_logits, classes = teacher_logits.topk(topk, dim=-1)
+        log_p_t = log_p_t.gather(-1, classes)
+    log_q_t = torch.log_softmax(teacher_logits / temperature, dim=-1)
+    kd = temperature**2 * torch.nn.functional.kl_div(log_p_t, log_q_t, log_target=True, reduction="sum")
+    loss = (1.0 - alpha) * ls + alpha * kd
     return loss, {"ls_loss": ls.detach(), "nll_loss": nll.detach(), "kd_loss": kd.detach()}
 
 
@@ -416,8 +479,8 @@ def seq_kd_loss(
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
-    if alpha < 0.0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     parts: Dict[str, torch.Tensor] = {}
     loss = None
     if beta < 1.0:
@@ -436,8 +499,8 @@ def seq_kd_loss(
                 raise ValueError("alpha > 0 needs the student's logits and the teacher's output on the sequence")
             # NLL (the LS term with a = 1, b = 0) and KD in one fused pass over the logits:
             # no log-probability buffer, one softmax shared at T = 1
-            seq_nll, _, kd = _fused_sums(seq_logits, seq_target, teacher, (1.0, 0.0), temperature, topk, ignore_index)
-            seq_term = seq_nll + alpha * kd
+            seq_term, seq_nll, _, kd = _fused_sums(seq_logits, seq_target, teacher, (1.0, 0.0), (1.0, alpha),
+                                                   temperature, topk, ignore_index)
             parts["kd_loss"] = kd.detach()
         else:
             if seq_lprobs is None:
@@ -452,18 +515,25 @@ def seq_kd_loss(
     return loss, parts
 
 
-def topk_agreement(
+def teacher_agreement(
     student_logits: torch.Tensor, teacher: TeacherOutput, ignore_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """Number of positions where the student's argmax is the teacher's argmax."""
+    """Number of positions where the student's most likely class is the teacher's.
+
+    ``teacher`` is the teacher's output (full logits (..., V) or a top-k pair) or,
+    when already known, its most likely class per position (an integer tensor (...)).
+    ``ignore_mask`` is True at positions left out (padding).
+    """
     if isinstance(teacher, (tuple, list)):
         idx, vals = teacher
         teacher_top1 = idx.gather(-1, vals.argmax(-1, keepdim=True)).squeeze(-1)
-    else:
+    elif teacher.is_floating_point():
         teacher_top1 = teacher.argmax(-1)
-    same = student_logits.argmax(-1).eq(teacher_top1)
+    else:
+        teacher_top1 = teacher
+    same = student_logits.argmax(-1).eq(teacher_top1.reshape(student_logits.shape[:-1]))
     if ignore_mask is not None:
-        same = same & ~ignore_mask
+        same = same & ~ignore_mask.reshape(same.shape)
     return same.sum()
 
 
@@ -473,6 +543,9 @@ __all__: Sequence[str] = (
     "smoothed_targets",
     "kd_loss",
     "ls_kd_loss",
+    "ls_kd_loss_reference",
     "seq_kd_loss",
-    "topk_agreement",
+    "teacher_agreement",
+    "check_kd_options",
+    "ensemble_log_probs",
 )

@@ -6,10 +6,19 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as functional
 
 from lskd_fairseq import losses
-from lskd_fairseq.losses import kd_loss, label_smoothed_nll_loss, ls_kd_loss, smoothed_targets
+from lskd_fairseq.losses import (
+    check_kd_options,
+    ensemble_log_probs,
+    kd_loss,
+    label_smoothed_nll_loss,
+    ls_kd_loss,
+    ls_kd_loss_reference,
+    smoothed_targets,
+    teacher_agreement,
+)
 
 
 def _fairseq_reference(lprobs, target, epsilon, ignore_index=None, reduce=True):
@@ -66,7 +75,7 @@ def test_ls_equals_cross_entropy_with_smoothed_targets(convention):
     assert dense.sum(-1).allclose(torch.ones(7, dtype=torch.float64))
     assert loss.item() == pytest.approx(-(dense * lprobs).sum().item(), rel=1e-12)
     if convention == "uniform":  # torch's own label smoothing uses this convention
-        ref = F.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum")
+        ref = functional.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum")
         assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
 
 
@@ -98,8 +107,8 @@ def test_ls_rejects_unknown_convention():
 
 
 def _kd_direct(s, t, T):
-    q = F.softmax(t / T, -1)
-    return (T * T * (q * (q.log() - F.log_softmax(s / T, -1))).sum(-1))
+    q = functional.softmax(t / T, -1)
+    return (T * T * (q * (q.log() - functional.log_softmax(s / T, -1))).sum(-1))
 
 
 def test_kd_hand_computed():
@@ -125,7 +134,8 @@ def test_kd_matches_direct_formula_and_t_squared(T):
     got = kd_loss(s, t, temperature=T, reduce=False)
     assert torch.allclose(got, _kd_direct(s, t, T), rtol=1e-10, atol=1e-12)
     # the T^2 factor: the loss divided by T^2 is the plain KL at temperature T
-    kl = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True, reduction="sum")
+    kl = functional.kl_div(functional.log_softmax(s / T, -1), functional.log_softmax(t / T, -1), log_target=True,
+                           reduction="sum")
     assert (got.sum() / T**2).item() == pytest.approx(kl.item(), rel=1e-10)
 
 
@@ -146,7 +156,7 @@ def test_kd_gradient_is_t_times_probability_gap():
     s = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
     t = torch.randn(3, 8, dtype=torch.float64)
     kd_loss(s, t, temperature=T).backward()
-    expected = T * (F.softmax(s.detach() / T, -1) - F.softmax(t / T, -1))
+    expected = T * (functional.softmax(s.detach() / T, -1) - functional.softmax(t / T, -1))
     assert torch.allclose(s.grad, expected, atol=1e-12)
 
 
@@ -164,8 +174,8 @@ def test_topk_renormalises_teacher_over_its_k_classes():
     s, t = torch.randn(3, 10, dtype=torch.float64), torch.randn(3, 10, dtype=torch.float64)
     T, k = 1.5, 4
     vals, idx = t.topk(k, -1)
-    q = F.softmax(vals / T, -1)
-    logp = F.log_softmax(s / T, -1).gather(-1, idx)
+    q = functional.softmax(vals / T, -1)
+    logp = functional.log_softmax(s / T, -1).gather(-1, idx)
     expected = T * T * (q * (q.log() - logp)).sum(-1)
     assert torch.allclose(kd_loss(s, t, temperature=T, topk=k, reduce=False), expected, rtol=1e-10)
     # a cached pair with more classes than asked for is cut to the k largest
@@ -258,45 +268,97 @@ def test_combined_mixes_with_alpha_and_masks_padding():
         ls_kd_loss(lprobs, target, 0.1, logits, teacher, alpha=1.5)
 
 
-def _unfused(logits, target, teacher, eps, alpha, T, topk, pad, convention):
-    """(1 - alpha) LS + alpha KD written with plain autograd, as the reference."""
-    lprobs = F.log_softmax(logits, -1)
-    ls, nll = label_smoothed_nll_loss(lprobs, target, eps, ignore_index=pad, convention=convention)
-    if isinstance(teacher, tuple):
-        idx, vals = teacher
-    elif topk:
-        vals, idx = teacher.topk(topk, -1)
-    else:
-        idx, vals = None, teacher
-    q = F.softmax(vals / T, -1)
-    logp = F.log_softmax(logits / T, -1)
-    if idx is not None:
-        logp = logp.gather(-1, idx)
-    kd_rows = T * T * (q * (q.log() - logp)).sum(-1)
-    kd = kd_rows[target.ne(pad)].sum()
-    return (1 - alpha) * ls + alpha * kd, ls, nll, kd
+def test_reference_is_the_written_out_formula():
+    """The reference itself, on a hand-sized case: LS at eps with the dense target,
+    KD = T^2 sum q (log q - log p) at T, mixed by alpha."""
+    torch.manual_seed(16)
+    logits, teacher = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    target = torch.tensor([0, 3, 1, 2])
+    eps, alpha, T = 0.2, 0.3, 2.0
+    lp = logits.log_softmax(-1)
+    ls = -(smoothed_targets(target, 5, eps, "uniform") * lp).sum()
+    q = (teacher / T).softmax(-1)
+    kd = T * T * (q * (q.log() - (logits / T).log_softmax(-1))).sum()
+    loss, parts = ls_kd_loss_reference(logits, target, teacher, eps, alpha, T, "uniform")
+    assert loss.item() == pytest.approx(((1 - alpha) * ls + alpha * kd).item(), rel=1e-12)
+    assert parts["nll_loss"].item() == pytest.approx(-lp.gather(-1, target[:, None]).sum().item(), rel=1e-12)
+    # ignore_index leaves the position out entirely
+    masked, _ = ls_kd_loss_reference(logits, target, teacher, eps, alpha, T, "uniform", ignore_index=3)
+    kept, _ = ls_kd_loss_reference(logits[[0, 2, 3]], target[[0, 2, 3]], teacher[[0, 2, 3]], eps, alpha, T, "uniform")
+    assert masked.item() == pytest.approx(kept.item(), rel=1e-12)
 
 
 @pytest.mark.parametrize("convention", ["fairseq", "uniform"])
 @pytest.mark.parametrize("topk", [0, 3])
-@pytest.mark.parametrize("alpha,T", [(0.3, 1.0), (0.9, 2.0), (1.0, 0.6), (1.0, 1.0)])
-def test_fused_ls_kd_matches_plain_autograd(convention, topk, alpha, T):
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_fused_ls_kd_matches_the_reference(convention, topk, T, alpha):
+    """Values (loss and logged parts) and gradients of the fused ls_kd_loss equal the
+    plain reference, padded positions masked (and given no gradient)."""
     torch.manual_seed(13)
-    logits = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
-    teacher = torch.randn(11, 8, dtype=torch.float64)
-    target = torch.randint(1, 8, (11,))
-    target[[2, 7]] = 0  # padding
-    ref, ls, nll, kd = _unfused(logits, target, teacher, 0.1, alpha, T, topk, 0, convention)
+    logits = torch.randn(2, 6, 8, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 6, 8, dtype=torch.float64)
+    target = torch.randint(1, 8, (2, 6))
+    target[0, 4:] = 0  # padding
+    target[1, 5] = 0
+    ref, ref_parts = ls_kd_loss_reference(logits, target, teacher, 0.1, alpha, T, convention, topk, ignore_index=0)
     (g_ref,) = torch.autograd.grad(ref, logits)
-    got, parts = ls_kd_loss(None, target, 0.1, logits, teacher, alpha=alpha, temperature=T, topk=topk,
-                            ignore_index=0, convention=convention)
+    got, parts = ls_kd_loss(logits.log_softmax(-1), target, 0.1, logits, teacher, alpha=alpha, temperature=T,
+                            topk=topk, ignore_index=0, convention=convention)
     (g_got,) = torch.autograd.grad(got, logits)
     assert got.item() == pytest.approx(ref.item(), rel=1e-12)
-    assert parts["ls_loss"].item() == pytest.approx(ls.item(), rel=1e-12)
-    assert parts["nll_loss"].item() == pytest.approx(nll.item(), rel=1e-12)
-    assert parts["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-12)
+    for key in ("ls_loss", "nll_loss") + (("kd_loss",) if alpha > 0 else ()):
+        assert parts[key].item() == pytest.approx(ref_parts[key].item(), rel=1e-12), key
     assert torch.allclose(g_got, g_ref, atol=1e-12)
-    assert torch.all(g_got[[2, 7]] == 0)
+    assert torch.all(g_got[target.eq(0)] == 0)
+
+
+def test_fused_ls_kd_matches_the_reference_in_float32_over_chunks(monkeypatch):
+    torch.manual_seed(17)
+    logits = torch.randn(37, 50, requires_grad=True)
+    teacher = torch.randn(37, 50)
+    target = torch.randint(1, 50, (37,))
+    target[::5] = 0
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 150)  # three rows a chunk
+    for T, topk in ((1.0, 0), (2.0, 0), (1.0, 6), (4.0, 6)):
+        ref, _ = ls_kd_loss_reference(logits, target, teacher, 0.1, 0.5, T, "fairseq", topk, ignore_index=0)
+        got, _ = ls_kd_loss(None, target, 0.1, logits, teacher, alpha=0.5, temperature=T, topk=topk, ignore_index=0)
+        (g_ref,) = torch.autograd.grad(ref, logits)
+        (g_got,) = torch.autograd.grad(got, logits)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+        assert torch.allclose(g_got, g_ref, atol=1e-6)
+
+
+def test_fused_gradient_scales_with_the_incoming_gradient_and_survives_retain_graph():
+    """The gradient is made in the forward pass; backward scales it per row (here by a
+    loss scale and by a mean) and must serve a retained graph more than once."""
+    torch.manual_seed(18)
+    logits = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(9, 7, dtype=torch.float64)
+    target = torch.randint(0, 7, (9,))
+    got, _ = ls_kd_loss(None, target, 0.1, logits, teacher, alpha=0.4, temperature=2.0)
+    ref, _ = ls_kd_loss_reference(logits, target, teacher, 0.1, 0.4, 2.0)
+    (g1,) = torch.autograd.grad(got, logits, retain_graph=True)
+    (g8,) = torch.autograd.grad(8.0 * got, logits, retain_graph=True)
+    (g1_again,) = torch.autograd.grad(got, logits)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    assert torch.allclose(g1, g_ref, atol=1e-12) and torch.equal(g1, g1_again)
+    assert torch.allclose(g8, 8.0 * g_ref, atol=1e-12)
+    with torch.no_grad():  # no gradient is made, the values are the same
+        assert ls_kd_loss(None, target, 0.1, logits, teacher, alpha=0.4, temperature=2.0)[0].item() == got.item()
+
+
+def test_fused_kd_with_a_teacher_that_rules_classes_out():
+    """-inf teacher logits give q = 0 there: 0 log 0 = 0, no NaN in value or gradient."""
+    s = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(3, 6, dtype=torch.float64)
+    t[:, :2] = float("-inf")
+    got = kd_loss(s, t, temperature=2.0)
+    (g,) = torch.autograd.grad(got, s)
+    q = functional.softmax(t[:, 2:] / 2.0, -1)
+    expected = 4.0 * (q * (q.log() - functional.log_softmax(s.detach() / 2.0, -1)[:, 2:])).sum()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.isfinite(g).all()
 
 
 def test_fused_ls_kd_gradcheck():
@@ -316,6 +378,66 @@ def test_fused_ls_kd_with_a_cached_topk_pair_in_half_precision():
     target = torch.randint(1, 50, (20,))
     vals, idx = teacher.topk(6, -1)
     ref, _ = ls_kd_loss(None, target, 0.1, logits, (idx, vals), alpha=0.5, temperature=2.0, ignore_index=0)
-    half, _ = ls_kd_loss(None, target, 0.1, logits.half(), (idx, vals.half()), alpha=0.5, temperature=2.0, ignore_index=0)
+    student_half = logits.half().requires_grad_()
+    half, _ = ls_kd_loss(None, target, 0.1, student_half, (idx, vals.half()), alpha=0.5, temperature=2.0,
+                         ignore_index=0)
     assert half.dtype == torch.float32
     assert half.item() == pytest.approx(ref.item(), rel=5e-3)
+    # the gradient is computed in float32 and returned in the logits' dtype
+    (g_half,) = torch.autograd.grad(half, student_half)
+    (g_ref,) = torch.autograd.grad(ls_kd_loss(None, target, 0.1, logits.requires_grad_(), (idx, vals), alpha=0.5,
+                                              temperature=2.0, ignore_index=0)[0], logits)
+    assert g_half.dtype == torch.float16
+    assert torch.allclose(g_half.float(), g_ref, atol=2e-3)
+
+
+def test_ensemble_log_probs_is_the_log_of_the_mean_probability():
+    torch.manual_seed(19)
+    members = [torch.randn(4, 3, 10) * 3 for _ in range(3)]
+    got = ensemble_log_probs(members)
+    mean_p = sum(torch.softmax(z, -1) for z in members) / 3
+    assert torch.allclose(torch.softmax(got, -1), mean_p, atol=1e-6)
+    assert torch.allclose(got.exp().sum(-1), torch.ones(4, 3), atol=1e-5)  # already normalised
+    one = members[0]
+    assert ensemble_log_probs([one]) is one  # one member: its logits unchanged
+    half = ensemble_log_probs([z.half() for z in members])
+    assert half.dtype == torch.float32  # averaged in float32 at least
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1), got 1.0"),
+    ({"label_smoothing": -0.1}, "--label-smoothing must be in [0, 1), got -0.1"),
+    ({"kd_alpha": 1.5}, "--kd-alpha must be in [0, 1], got 1.5"),
+    ({"kd_alpha": float("nan")}, "--kd-alpha must be in [0, 1], got nan"),
+    ({"kd_temperature": 0.0}, "--kd-temperature must be > 0, got 0.0"),
+    ({"kd_topk": -2}, "--kd-topk must be >= 0"),
+    ({"kd_topk": 2.5}, "--kd-topk must be >= 0 and a whole number (0 = all classes), got 2.5"),
+])
+def test_check_kd_options_names_each_bad_value(kwargs, named):
+    with pytest.raises(ValueError) as info:
+        check_kd_options(**kwargs)
+    assert named in str(info.value)
+
+
+def test_check_kd_options_lists_every_problem_with_the_callers_prefix():
+    check_kd_options(0.1, 0.5, 2.0, 8)  # valid: no error
+    check_kd_options(0.0, 0.0, 1.0, 0)
+    with pytest.raises(ValueError) as info:
+        check_kd_options(1.2, -1.0, -3.0, -1, prefix="--student-")
+    msg = str(info.value)
+    for part in ("--student-label-smoothing", "--student-kd-alpha", "--student-kd-temperature", "--student-kd-topk"):
+        assert part in msg, msg
+
+
+def test_teacher_agreement_from_logits_topk_pair_or_top1_ids():
+    student = torch.tensor([[[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]], [[0.0, 0.0, 5.0], [1.0, 2.0, 0.0]]])
+    teacher = torch.tensor([[[0.0, 9.0, 1.0], [0.0, 9.0, 1.0]], [[0.0, 0.0, 9.0], [0.0, 9.0, 1.0]]])
+    assert teacher_agreement(student, teacher).item() == 3  # positions (0,0), (1,0), (1,1)
+    vals, idx = teacher.topk(2, -1)
+    perm = torch.tensor([1, 0])
+    assert teacher_agreement(student, (idx[..., perm], vals[..., perm])).item() == 3
+    assert teacher_agreement(student, teacher.argmax(-1)).item() == 3
+    mask = torch.tensor([[False, False], [True, False]])
+    assert teacher_agreement(student, teacher, ignore_mask=mask).item() == 2
+    # flattened student rows against a (B, T) teacher: the same count
+    assert teacher_agreement(student.reshape(4, 3), teacher.argmax(-1), mask.reshape(-1)).item() == 2

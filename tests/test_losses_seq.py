@@ -39,7 +39,7 @@ def _by_hand(beta, alpha, eps, temp, k, scale, gold_logits, gold_t, seq_logits, 
 
 
 @pytest.mark.parametrize("beta,alpha,temp,k", [(1.0, 0.0, 1.0, 0), (0.4, 0.6, 2.0, 3), (0.0, 0.5, 1.0, 0),
-                                               (1.0, 1.5, 0.5, 4)])
+                                               (1.0, 1.0, 0.5, 4)])
 def test_seq_kd_loss_matches_the_formula(beta, alpha, temp, k):
     gl, gt, sl, st, te = _data()
     scale = 12 / 10
@@ -73,6 +73,8 @@ def test_seq_kd_loss_topk_pair_and_validation():
     assert torch.allclose(c, parts["seq_nll_loss"]) and float(parts["kd_loss"]) == 0.0
     with pytest.raises(ValueError, match="beta"):
         seq_kd_loss(1.5, seq_lprobs=sl, seq_target=st)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        seq_kd_loss(1.0, seq_lprobs=sl, seq_target=st, seq_logits=sl, teacher=te, alpha=1.5)
     with pytest.raises(ValueError, match="gold"):
         seq_kd_loss(0.5, seq_lprobs=sl, seq_target=st)
     with pytest.raises(ValueError, match="teacher"):
