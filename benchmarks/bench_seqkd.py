@@ -1,4 +1,4 @@
-"""Benchmarks for issue 3 (offline teacher artifacts). Prints measured figures; not a test.
+"""Benchmarks of the offline teacher artifacts (top-k cache, distilled corpus). Prints measured figures; not a test.
 
 1. Update time of ``label_smoothed_kd --teacher-cache`` against fairseq's
    ``label_smoothed_cross_entropy`` (target <= 1.05x), measured in one process on
@@ -15,6 +15,10 @@ Usage::
 
     python benchmarks/bench_seqkd.py [--work /tmp/lskd-bench-seqkd] [--train-lines 2000]
         [--gen-lines 200] [--steps 30] [--beam 5]
+    python benchmarks/bench_seqkd.py --quick     # 500 training lines, 50 to translate, 8 steps
+
+Each ratio is also printed as a ``RATIO name=... value=... target=... ok=...`` line
+(read by benchmarks/run_all.py).
 
 Everything is built under --work on the first run (Multi30k subset from
 ../shared/data, a data-bin, a small teacher trained for --teacher-updates, a
@@ -32,6 +36,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from run_all import format_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "lskd_fairseq"
@@ -187,6 +193,8 @@ def bench_updates(a, data, teacher, cache):
     r_step = med["cache"][1] / med["ce"][1]
     print(f"ratio teacher-cache / LS-CE: {r_full:.3f}x with collate, {r_step:.3f}x step only "
           f"(target <= 1.05x); online teacher / LS-CE: {med['online'][0] / med['ce'][0]:.3f}x")
+    print(format_ratio("update_time_cache/ls_with_collate", r_full, "<=", 1.05))
+    print(format_ratio("update_time_cache/ls_step_only", r_step, "<=", 1.05))
     return {"ratio_with_collate": r_full, "ratio_step_only": r_step, "median_ms": med}
 
 
@@ -211,12 +219,14 @@ def bench_distill(a, text, data, teacher):
           f"(includes collation and writing the partial file)")
     print(f"ratio lskd-distill-data / fairseq-generate: {wall_gen / wall_dis:.3f}x end to end, "
           f"{man['sentences_per_second'] / gen_self:.3f}x generation only (target >= 0.9x)")
+    print(format_ratio("distill_speed/generate_end_to_end", wall_gen / wall_dis, ">=", 0.9))
+    print(format_ratio("distill_speed/generate_generation_only", man["sentences_per_second"] / gen_self, ">=", 0.9))
     return {"ratio_end_to_end": wall_gen / wall_dis, "ratio_generation": man["sentences_per_second"] / gen_self}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", default="/tmp/lskd-bench-seqkd")
+    p.add_argument("--work", default=None, help="default /tmp/lskd-bench-seqkd (-quick with --quick)")
     p.add_argument("--train-lines", type=int, default=2000)
     p.add_argument("--gen-lines", type=int, default=200)
     p.add_argument("--teacher-updates", type=int, default=60)
@@ -232,7 +242,13 @@ def main():
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip", choices=("updates", "distill"), action="append", default=[])
+    p.add_argument("--quick", action="store_true", help="500 training lines, 50 to translate, 20 teacher "
+                   "updates, 8 timed steps (its own --work folder)")
     a = p.parse_args()
+    if a.quick:
+        a.train_lines, a.gen_lines, a.teacher_updates, a.steps = 500, 50, 20, 8
+    if a.work is None:
+        a.work = "/tmp/lskd-bench-seqkd-quick" if a.quick else "/tmp/lskd-bench-seqkd"
     global ARCH
     ARCH = arch(a.arch_dim, a.arch_layers)
     t0 = time.time()

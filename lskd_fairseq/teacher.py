@@ -228,8 +228,9 @@ class Teacher:
         for lo in range(0, rows, step):
             hi = min(rows, lo + step)
             logits = self._chunk_logits(flat_feats, lo, hi)
-            lp = torch.log_softmax(logits.float(), dim=-1)
-            gold = lp.gather(-1, flat_target[lo:hi, None]).squeeze(-1)
+            # NLL = logsumexp(z) - z_gold: no (rows, V) log-softmax buffer is written
+            z = logits.float()
+            gold = z.gather(-1, flat_target[lo:hi, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
             nll -= gold.masked_fill(~keep[lo:hi], 0.0).sum()
             top1[lo:hi] = logits.argmax(-1)
             if topk > 0:

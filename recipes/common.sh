@@ -84,6 +84,20 @@ lskd_stage() {
 
 lskd_done() { [ -e "$WORK/.done/$1" ] && [ "${FORCE:-0}" != 1 ]; }
 
+# lskd_need STEP PRODUCER STAGE [PATH]: before STEP runs (unless it is done), refuse in one
+# line when the step PRODUCER (of stage STAGE) has not finished or PATH, which it made, is
+# missing; the message names the stage to run first.
+lskd_need() {
+    local step="$1" producer="$2" stage="$3" path="${4:-}"
+    if lskd_done "$step"; then return 0; fi
+    if [ ! -e "$WORK/.done/$producer" ]; then
+        lskd_die "$step needs $producer, which has not finished in $WORK: run --stage $stage first"
+    fi
+    if [ -n "$path" ] && [ ! -e "$path" ]; then
+        lskd_die "$step needs $path (made by $producer), which is missing: run --stage $stage --force 1 first"
+    fi
+}
+
 # lskd_step STEP CMD...: run CMD (a command or shell function) unless STEP is done;
 # its output goes to $WORK/logs/STEP.log; the marker is written last.
 lskd_step() {
@@ -92,10 +106,23 @@ lskd_step() {
         lskd_log "skip $step (done: $WORK/.done/$step)"
         return 0
     fi
-    mkdir -p "$WORK/logs" "$WORK/.done"
-    local log="$WORK/logs/$step.log" t0 t1
-    lskd_log "run  $step (log: $log)"
+    local t0 t1
     t0=$(date +%s)
+    lskd_run_logged "$step" "$@"
+    t1=$(date +%s)
+    mkdir -p "$WORK/.done"
+    echo "$((t1 - t0))" > "$WORK/.done/.$step.tmp"
+    mv "$WORK/.done/.$step.tmp" "$WORK/.done/$step"
+    lskd_log "done $step in $((t1 - t0)) s"
+}
+
+# lskd_run_logged STEP CMD...: run CMD with its output in $WORK/logs/STEP.log (no marker);
+# on failure show the log's tail and stop.
+lskd_run_logged() {
+    local step="$1"; shift
+    mkdir -p "$WORK/logs"
+    local log="$WORK/logs/$step.log"
+    lskd_log "run  $step (log: $log)"
     # not "if ! cmd": errexit would be off inside cmd; a subshell with set -e stops at the first error
     local rc=0
     set +e
@@ -106,10 +133,6 @@ lskd_step() {
         tail -n 40 "$log" >&2
         lskd_die "step $step failed (exit $rc); see $log"
     fi
-    t1=$(date +%s)
-    echo "$((t1 - t0))" > "$WORK/.done/.$step.tmp"
-    mv "$WORK/.done/.$step.tmp" "$WORK/.done/$step"
-    lskd_log "done $step in $((t1 - t0)) s"
 }
 
 # Device: CUDA when torch sees it (fp16 unless FP16=no; fairseq spreads training
@@ -146,7 +169,7 @@ lskd_train() {
     t0=$(date +%s)
     # shellcheck disable=SC2086
     fairseq-train "$data" --user-dir "$LSKD_USER_DIR" --save-dir "$save" \
-        $LSKD_DEVICE_ARGS $LSKD_BATCH_FIX --no-epoch-checkpoints --log-format simple --seed "${SEED:-1}" "$@" || {
+        $LSKD_DEVICE_ARGS $LSKD_BATCH_FIX --no-epoch-checkpoints --log-format simple --seed "${TRAIN_SEED:-${SEED:-1}}" "$@" || {
         t1=$(date +%s); echo "$((prev + t1 - t0))" > "$save/.train_seconds.partial"; return 1; }
     t1=$(date +%s)
     echo "$((prev + t1 - t0))" > "$save/.train_seconds.tmp"
@@ -216,8 +239,10 @@ LSKD_NMT_OPTIONS="SCALE DATA_DIR WORK DIRECTIONS TEST_SET SPM_VOCAB SPM_TYPE SPM
  TEACHER_ARCH TEACHER_ARCH_ARGS STUDENT_ARCH STUDENT_ARCH_ARGS TEACHER_LS STUDENT_LS KD_ALPHA KD_TEMPERATURE KD_TOPK
  KD_SWEEP_TEMPERATURES
  SEQKD_BEAM SEQKD_BETA SEQKD_EVAL_CHECKPOINT LR WARMUP DROPOUT WEIGHT_DECAY MAX_TOKENS UPDATE_FREQ MAX_UPDATE_TEACHER MAX_UPDATE_STUDENT
- MAX_TRAIN_HOURS_TEACHER MAX_TRAIN_HOURS_STUDENT BEAM LENPEN GEN_MAX_TOKENS MAX_LEN_A MAX_LEN_B EVAL_CHECKPOINT
- DEVICE FP16 SEED FORCE STAGE STOP_STAGE EXTRA_TRAIN_ARGS WORKERS"
+ MAX_TRAIN_HOURS_TEACHER MAX_TRAIN_HOURS_STUDENT
+ LR_TEACHER WARMUP_TEACHER DROPOUT_TEACHER MAX_TOKENS_TEACHER PATIENCE_TEACHER STOP_METRIC_TEACHER
+ BEAM LENPEN GEN_MAX_TOKENS MAX_LEN_A MAX_LEN_B EVAL_CHECKPOINT
+ DEVICE FP16 SEED TEACHER_SEED FORCE STAGE STOP_STAGE EXTRA_TRAIN_ARGS WORKERS"
 
 # Defaults of the options every NMT recipe has (a recipe sets its own first).
 lskd_nmt_defaults() {
@@ -231,19 +256,49 @@ lskd_nmt_defaults() {
     : "${SEQKD_BEAM:=4}" "${SEQKD_BETA:=1}" "${LR:=1e-3}" "${DROPOUT:=0.1}" "${WEIGHT_DECAY:=0.0001}"
     : "${MAX_TOKENS:=4096}" "${UPDATE_FREQ:=1}"
     : "${MAX_TRAIN_HOURS_TEACHER:=0}" "${MAX_TRAIN_HOURS_STUDENT:=0}" "${BEAM:=5}" "${LENPEN:=1.0}"
+    # the teachers' own training settings (default: the shared ones); PATIENCE_TEACHER > 0 stops a
+    # teacher once STOP_METRIC_TEACHER on the validation set has not improved for that many epochs
+    : "${LR_TEACHER:=$LR}" "${WARMUP_TEACHER:=$WARMUP}" "${DROPOUT_TEACHER:=$DROPOUT}" "${MAX_TOKENS_TEACHER:=$MAX_TOKENS}"
+    : "${PATIENCE_TEACHER:=0}" "${STOP_METRIC_TEACHER:=nll_loss}"
     : "${GEN_MAX_TOKENS:=8000}" "${MAX_LEN_A:=1.2}" "${MAX_LEN_B:=10}"
-    : "${EVAL_CHECKPOINT:=checkpoint_best.pt}" "${DEVICE:=auto}" "${FP16:=auto}" "${SEED:=1}" "${FORCE:=0}"
+    : "${EVAL_CHECKPOINT:=checkpoint_best.pt}" "${DEVICE:=auto}" "${FP16:=auto}" "${FORCE:=0}"
+    # SEED: the students' seed (initialisation, data order, dropout); TEACHER_SEED: the teachers'
+    : "${SEED:=1}" "${TEACHER_SEED:=1}"
     : "${STAGE:=1}" "${STOP_STAGE:=temperature_sweep}" "${EXTRA_TRAIN_ARGS:=}" "${WORKERS:=2}"
     export PYTHONWARNINGS
 }
 
+# Refuse bad option values before any stage runs (not after hours of training).
+lskd_nmt_check_options() {
+    local v
+    for v in SEED TEACHER_SEED PATIENCE_TEACHER MAX_UPDATE_TEACHER MAX_UPDATE_STUDENT; do
+        if ! [[ "${!v}" =~ ^[0-9]+$ ]]; then
+            lskd_die "$v: '${!v}' is not a whole number (give e.g. --$(echo "$v" | tr 'A-Z_' 'a-z-') 2)"
+        fi
+    done
+    SEED=$((10#$SEED)) TEACHER_SEED=$((10#$TEACHER_SEED))   # 01 -> 1: one name per seed
+    case "$STOP_METRIC_TEACHER" in
+        nll_loss|loss|bleu) ;;
+        *) lskd_die "STOP_METRIC_TEACHER: '$STOP_METRIC_TEACHER' is not one of nll_loss, loss, bleu" ;;
+    esac
+    lskd_sweep_temperatures > /dev/null
+}
+
 # Set up WORK, the device, RAW and SPM (call after the defaults).
 lskd_nmt_setup() {
+    lskd_nmt_check_options
     mkdir -p "$WORK/logs"
     WORK="$(cd "$WORK" && pwd)"
-    lskd_log "scale=$SCALE work=$WORK directions='$DIRECTIONS' data=${DATA_DIR:-}"
+    lskd_log "scale=$SCALE work=$WORK directions='$DIRECTIONS' data=${DATA_DIR:-} seed=$SEED teacher_seed=$TEACHER_SEED"
     lskd_detect_device
     RAW="$WORK/raw" SPM="$WORK/spm"
+}
+
+# A student's model name for the current SEED: NAME for seed 1 (the single-seed layout),
+# NAME_s<SEED> otherwise. Every student of one seed, of both teachers, uses that seed, so
+# the two teachers' students of a seed start from the same initialisation and data order.
+lskd_student_name() {
+    if [ "$SEED" = 1 ]; then echo "$1"; else echo "$1_s$SEED"; fi
 }
 
 do_spm() {
@@ -266,19 +321,31 @@ do_binarize() {  # do_binarize SRC TGT DIR
     rm -rf "$dir/bin"; mv "$dir/bin.tmp" "$dir/bin"
 }
 
-common_train_args() {  # common_train_args MAX_UPDATE MAX_HOURS
+common_train_args() {  # common_train_args MAX_UPDATE MAX_HOURS (EXTRA_TRAIN_ARGS is the caller's, last)
     echo --optimizer adam --adam-betas "(0.9,0.98)" --lr "$LR" --lr-scheduler inverse_sqrt \
         --warmup-updates "$WARMUP" --warmup-init-lr 1e-07 --dropout "$DROPOUT" --weight-decay "$WEIGHT_DECAY" \
         --max-tokens "$MAX_TOKENS" --update-freq "$UPDATE_FREQ" --max-update "$1" --share-all-embeddings \
-        --best-checkpoint-metric nll_loss --log-interval 20 --stop-time-hours "$2" $EXTRA_TRAIN_ARGS
+        --log-interval 20 --stop-time-hours "$2"
 }
 
 train_teacher() {  # train_teacher DIR NAME LS
     local dir="$1" name="$2" ls="$3"
+    # the teachers' own settings, seen by common_train_args and lskd_train
+    local LR="$LR_TEACHER" WARMUP="$WARMUP_TEACHER" DROPOUT="$DROPOUT_TEACHER" MAX_TOKENS="$MAX_TOKENS_TEACHER"
+    local TRAIN_SEED="$TEACHER_SEED" stop=()
+    if [ "$STOP_METRIC_TEACHER" = bleu ]; then
+        # validation BLEU as the test set is scored (sentencepiece removed, sacreBLEU 13a), greedy
+        stop=(--best-checkpoint-metric bleu --maximize-best-checkpoint-metric --eval-bleu
+              --eval-bleu-args "{\"beam\": 1, \"max_len_a\": $MAX_LEN_A, \"max_len_b\": $MAX_LEN_B}"
+              --eval-bleu-remove-bpe sentencepiece --eval-bleu-detok space)
+    else
+        stop=(--best-checkpoint-metric "$STOP_METRIC_TEACHER")
+    fi
+    if [ "$PATIENCE_TEACHER" -gt 0 ]; then stop+=(--patience "$PATIENCE_TEACHER"); fi
     # shellcheck disable=SC2046,SC2086
     lskd_train "$dir/models/$name" "$dir/bin" --arch "$TEACHER_ARCH" $TEACHER_ARCH_ARGS \
         --criterion label_smoothed_cross_entropy --label-smoothing "$ls" \
-        $(common_train_args "$MAX_UPDATE_TEACHER" "$MAX_TRAIN_HOURS_TEACHER")
+        $(common_train_args "$MAX_UPDATE_TEACHER" "$MAX_TRAIN_HOURS_TEACHER") "${stop[@]}" $EXTRA_TRAIN_ARGS
 }
 
 train_student() {  # train_student DIR NAME DATA_BIN [TEACHER_CKPT]
@@ -292,7 +359,8 @@ train_student() {  # train_student DIR NAME DATA_BIN [TEACHER_CKPT]
     # shellcheck disable=SC2046,SC2086
     lskd_train "$dir/models/$name" "$data" --arch "$STUDENT_ARCH" $STUDENT_ARCH_ARGS \
         --criterion label_smoothed_kd --label-smoothing "$STUDENT_LS" "${kd[@]}" \
-        $(common_train_args "$MAX_UPDATE_STUDENT" "$MAX_TRAIN_HOURS_STUDENT")
+        $(common_train_args "$MAX_UPDATE_STUDENT" "$MAX_TRAIN_HOURS_STUDENT") --best-checkpoint-metric nll_loss \
+        $EXTRA_TRAIN_ARGS
 }
 
 # T2, T0p5: the tag of a temperature in model names (as lskd-study's t_tag)
@@ -332,19 +400,56 @@ train_student_seqkd() {  # train_student_seqkd DIR NAME TEACHER: Kim & Rush sequ
     lskd_train "$dir/models/$name" "$dir/bin" --arch "$STUDENT_ARCH" $STUDENT_ARCH_ARGS \
         --task translation_kd --distilled-data "$dir/distill_$teacher" \
         --criterion sequence_distillation --seq-kd-beta "$SEQKD_BETA" --kd-alpha 0 --label-smoothing "$STUDENT_LS" \
-        $(common_train_args "$MAX_UPDATE_STUDENT" "$MAX_TRAIN_HOURS_STUDENT")
+        $(common_train_args "$MAX_UPDATE_STUDENT" "$MAX_TRAIN_HOURS_STUDENT") --best-checkpoint-metric nll_loss \
+        $EXTRA_TRAIN_ARGS
 }
 
-evaluate_all() {  # evaluate_all TGT DIR: every model, one process; results/<name>.json per model
-    local tgt="$1" dir="$2" m name teacher kd ls i=0 models=() metas=()
+# The stage that trains model NAME (teacher_ls, student_wordkd_nols_s2, student_wordkd_ls_T2, ...).
+lskd_model_stage() {
+    case "$1" in
+        teacher_ls|teacher_nols) echo "$1" ;;
+        student_wordkd_*_T*) echo temperature_sweep ;;
+        student_nokd*) echo student_nokd ;;
+        student_wordkd_*) echo student_wordkd ;;
+        student_seqkd_*) echo student_seqkd ;;
+        *) echo "?" ;;
+    esac
+}
+
+# The checkpoint of model NAME in DIR that is evaluated.
+lskd_model_checkpoint() {
+    case "$2" in
+        student_seqkd_*) echo "$1/models/$2/$SEQKD_EVAL_CHECKPOINT" ;;
+        *) echo "$1/models/$2/$EVAL_CHECKPOINT" ;;
+    esac
+}
+
+# lskd_eval_split DIR: MODELS -> EVAL_READY (trained: step marker and checkpoint there) and
+# EVAL_MISSING (each "name (run --stage S [--seed N])").
+lskd_eval_split() {
+    local dir="$1" m name stage ck seedopt=""
+    EVAL_READY=() EVAL_MISSING=()
+    if [ "$SEED" != 1 ]; then seedopt=" --seed $SEED"; fi
     for m in "${MODELS[@]}"; do
-        IFS='|' read -r name teacher kd ls <<< "$m"
-        i=$((i + 1))
-        local ck="$EVAL_CHECKPOINT"
-        case "$name" in student_seqkd_*) ck="$SEQKD_EVAL_CHECKPOINT" ;; esac
-        models+=(--model "$name=$dir/models/$name/$ck")
-        metas+=(--model-meta "$name:order=$i" --model-meta "$name:teacher=$teacher"
-                --model-meta "$name:kd=$kd" --model-meta "$name:label_smoothing=$ls")
+        name="${m%%|*}"
+        ck="$(lskd_model_checkpoint "$dir" "$name")"
+        if [ -e "$WORK/.done/$DIR_NAME.$name" ] && [ -f "$ck" ]; then
+            EVAL_READY+=("$m")
+        else
+            stage="$(lskd_model_stage "$name")"
+            case "$name" in teacher_*) EVAL_MISSING+=("$name (run --stage $stage)") ;;
+                            *) EVAL_MISSING+=("$name (run --stage $stage$seedopt)") ;; esac
+        fi
+    done
+}
+
+evaluate_all() {  # evaluate_all TGT DIR [notable]: the models in EVAL_READY, one process; results/<name>.json each
+    local tgt="$1" dir="$2" table="${3:-table}" m name teacher kd ls seed models=() metas=()
+    for m in "${EVAL_READY[@]}"; do
+        IFS='|' read -r name teacher kd ls seed <<< "$m"
+        models+=(--model "$name=$(lskd_model_checkpoint "$dir" "$name")")
+        metas+=(--model-meta "$name:order=$(lskd_model_order "$name")" --model-meta "$name:teacher=$teacher"
+                --model-meta "$name:kd=$kd" --model-meta "$name:label_smoothing=$ls" --model-meta "$name:seed=$seed")
     done
     local force=()
     if [ "$FORCE" = 1 ]; then force=(--force); fi
@@ -354,27 +459,62 @@ evaluate_all() {  # evaluate_all TGT DIR: every model, one process; results/<nam
         "${force[@]}" --meta "direction=$DIR_NAME" "scale=$SCALE" "test_set=$TEST_SET" "beam=$BEAM" -- \
         --beam "$BEAM" --lenpen "$LENPEN" --max-tokens "$GEN_MAX_TOKENS" --max-len-a "$MAX_LEN_A" \
         --max-len-b "$MAX_LEN_B" $LSKD_GEN_DEVICE_ARGS $LSKD_BATCH_FIX
-    lskd-bleu table "$dir/results" --out "$dir/results/table.md" \
-        --title "$LSKD_TITLE $SRC→$TGT ($TEST_SET, scale $SCALE)"
+    if [ "$table" = table ]; then
+        lskd-bleu table "$dir/results" --out "$dir/results/table.md" \
+            --title "$LSKD_TITLE $SRC→$TGT ($TEST_SET, scale $SCALE)"
+    fi
+}
+
+# Table order of a model: its place in MODELS (seeds of one model side by side).
+lskd_model_order() {
+    local m i=0
+    for m in "${MODELS[@]}"; do
+        i=$((i + 1))
+        if [ "${m%%|*}" = "$1" ]; then echo "$i"; return 0; fi
+    done
+    echo 1000
+}
+
+# lskd_evaluate_stage STEP TGT DIR: score every trained model of MODELS. When some are not
+# trained yet, the ones that are still get their results/<name>.json, but no table is written
+# (a table that lacks models would look complete) and the stage fails, naming what to run.
+lskd_evaluate_stage() {
+    local step="$1" tgt="$2" dir="$3"
+    rm -f "$WORK/.done/$step"   # per-model results are skipped by the evaluator itself
+    lskd_eval_split "$dir"
+    if [ "${#EVAL_MISSING[@]}" -gt 0 ]; then
+        rm -f "$dir/results/table.md" "$WORK/table.md"
+        if [ "${#EVAL_READY[@]}" -gt 0 ]; then lskd_run_logged "$step" evaluate_all "$tgt" "$dir" notable; fi
+        local missing="" m
+        for m in "${EVAL_MISSING[@]}"; do missing="$missing${missing:+; }$m"; done
+        lskd_die "$step: ${#EVAL_MISSING[@]} of ${#MODELS[@]} models not trained yet: $missing. Run those stages, then this one again (scored so far: ${#EVAL_READY[@]}, in $dir/results; no table written)"
+    fi
+    lskd_step "$step" evaluate_all "$tgt" "$dir"
 }
 
 lskd_nmt_main() {
-    lskd_sweep_temperatures > /dev/null   # refuse a bad KD_SWEEP_TEMPERATURES now, not after hours of training
-    # (name, teacher, kd, ls) of every model, in table order; with SEQKD_BETA=1 a Seq-KD
+    # (name, teacher, kd, ls, seed) of every model, in table order; with SEQKD_BETA=1 a Seq-KD
     # student's loss is the unsmoothed NLL of the teacher's sequences
     if [ "$SEQKD_BETA" = 1 ]; then SEQKD_LS=0; else SEQKD_LS="$STUDENT_LS (gold term)"; fi
+    local s_nokd s_wls s_wnols s_sls s_snols
+    s_nokd="$(lskd_student_name student_nokd)"
+    s_wls="$(lskd_student_name student_wordkd_ls)" s_wnols="$(lskd_student_name student_wordkd_nols)"
+    s_sls="$(lskd_student_name student_seqkd_ls)" s_snols="$(lskd_student_name student_seqkd_nols)"
     MODELS=(
-        "teacher_ls|–|–|$TEACHER_LS"
-        "teacher_nols|–|–|0"
-        "student_nokd|–|none|$STUDENT_LS"
-        "student_wordkd_ls|teacher_ls|word top-$KD_TOPK T=$KD_TEMPERATURE|$STUDENT_LS"
-        "student_wordkd_nols|teacher_nols|word top-$KD_TOPK T=$KD_TEMPERATURE|$STUDENT_LS"
-        "student_seqkd_ls|teacher_ls|sequence beam $SEQKD_BEAM|$SEQKD_LS"
-        "student_seqkd_nols|teacher_nols|sequence beam $SEQKD_BEAM|$SEQKD_LS"
+        "teacher_ls|–|–|$TEACHER_LS|$TEACHER_SEED"
+        "teacher_nols|–|–|0|$TEACHER_SEED"
+        "$s_nokd|–|none|$STUDENT_LS|$SEED"
+        "$s_wls|teacher_ls|word top-$KD_TOPK T=$KD_TEMPERATURE|$STUDENT_LS|$SEED"
+        "$s_wnols|teacher_nols|word top-$KD_TOPK T=$KD_TEMPERATURE|$STUDENT_LS|$SEED"
+        "$s_sls|teacher_ls|sequence beam $SEQKD_BEAM|$SEQKD_LS|$SEED"
+        "$s_snols|teacher_nols|sequence beam $SEQKD_BEAM|$SEQKD_LS|$SEED"
     )
 
     if lskd_stage prepare; then lskd_step prepare do_prepare; fi
-    if lskd_stage spm; then lskd_step spm do_spm; fi
+    if lskd_stage spm; then
+        lskd_need spm prepare prepare "$RAW/train.${LANGS%% *}"
+        lskd_step spm do_spm
+    fi
 
     for DIR_NAME in $DIRECTIONS; do
         SRC="${DIR_NAME%-*}" TGT="${DIR_NAME#*-}"
@@ -383,43 +523,65 @@ lskd_nmt_main() {
         D="$WORK/$SRC-$TGT"
         mkdir -p "$D"
         T_LS="$D/models/teacher_ls/$EVAL_CHECKPOINT" T_NOLS="$D/models/teacher_nols/$EVAL_CHECKPOINT"
-        if lskd_stage binarize; then lskd_step "$DIR_NAME.binarize" do_binarize "$SRC" "$TGT" "$D"; fi
-        if lskd_stage teacher_ls; then lskd_step "$DIR_NAME.teacher_ls" train_teacher "$D" teacher_ls "$TEACHER_LS"; fi
-        if lskd_stage teacher_nols; then lskd_step "$DIR_NAME.teacher_nols" train_teacher "$D" teacher_nols 0; fi
-        if lskd_stage student_nokd; then lskd_step "$DIR_NAME.student_nokd" train_student "$D" student_nokd "$D/bin"; fi
+        local B="$DIR_NAME.binarize"
+        if lskd_stage binarize; then
+            lskd_need "$B" spm spm "$SPM/spm.model"
+            lskd_step "$B" do_binarize "$SRC" "$TGT" "$D"
+        fi
+        if lskd_stage teacher_ls; then
+            lskd_need "$DIR_NAME.teacher_ls" "$B" binarize "$D/bin"
+            lskd_step "$DIR_NAME.teacher_ls" train_teacher "$D" teacher_ls "$TEACHER_LS"
+        fi
+        if lskd_stage teacher_nols; then
+            lskd_need "$DIR_NAME.teacher_nols" "$B" binarize "$D/bin"
+            lskd_step "$DIR_NAME.teacher_nols" train_teacher "$D" teacher_nols 0
+        fi
+        if lskd_stage student_nokd; then
+            lskd_need "$DIR_NAME.$s_nokd" "$B" binarize "$D/bin"
+            lskd_step "$DIR_NAME.$s_nokd" train_student "$D" "$s_nokd" "$D/bin"
+        fi
         if lskd_stage student_wordkd; then
-            lskd_step "$DIR_NAME.student_wordkd_ls" train_student "$D" student_wordkd_ls "$D/bin" "$T_LS"
-            lskd_step "$DIR_NAME.student_wordkd_nols" train_student "$D" student_wordkd_nols "$D/bin" "$T_NOLS"
+            lskd_need "$DIR_NAME.$s_wls" "$B" binarize "$D/bin"
+            lskd_need "$DIR_NAME.$s_wls" "$DIR_NAME.teacher_ls" teacher_ls "$T_LS"
+            lskd_need "$DIR_NAME.$s_wnols" "$DIR_NAME.teacher_nols" teacher_nols "$T_NOLS"
+            lskd_step "$DIR_NAME.$s_wls" train_student "$D" "$s_wls" "$D/bin" "$T_LS"
+            lskd_step "$DIR_NAME.$s_wnols" train_student "$D" "$s_wnols" "$D/bin" "$T_NOLS"
         fi
         if lskd_stage distill; then
+            lskd_need "$DIR_NAME.distill_teacher_ls" "$DIR_NAME.teacher_ls" teacher_ls "$T_LS"
+            lskd_need "$DIR_NAME.distill_teacher_nols" "$DIR_NAME.teacher_nols" teacher_nols "$T_NOLS"
             lskd_step "$DIR_NAME.distill_teacher_ls" do_distill "$SRC" "$TGT" "$D" teacher_ls
             lskd_step "$DIR_NAME.distill_teacher_nols" do_distill "$SRC" "$TGT" "$D" teacher_nols
         fi
         if lskd_stage student_seqkd; then
-            lskd_step "$DIR_NAME.student_seqkd_ls" train_student_seqkd "$D" student_seqkd_ls teacher_ls
-            lskd_step "$DIR_NAME.student_seqkd_nols" train_student_seqkd "$D" student_seqkd_nols teacher_nols
+            lskd_need "$DIR_NAME.$s_sls" "$DIR_NAME.distill_teacher_ls" distill "$D/distill_teacher_ls"
+            lskd_need "$DIR_NAME.$s_snols" "$DIR_NAME.distill_teacher_nols" distill "$D/distill_teacher_nols"
+            lskd_step "$DIR_NAME.$s_sls" train_student_seqkd "$D" "$s_sls" teacher_ls
+            lskd_step "$DIR_NAME.$s_snols" train_student_seqkd "$D" "$s_snols" teacher_nols
         fi
         if lskd_stage evaluate; then
-            rm -f "$WORK/.done/$DIR_NAME.evaluate"   # per-model results are skipped by the evaluator itself
-            lskd_step "$DIR_NAME.evaluate" evaluate_all "$TGT" "$D"
+            lskd_evaluate_stage "$DIR_NAME.$(lskd_student_name evaluate)" "$TGT" "$D"
         fi
         if lskd_stage temperature_sweep; then
             sweep="$(lskd_sweep_temperatures)"
             if [ -z "$sweep" ]; then
                 lskd_log "temperature_sweep: no temperatures besides KD_TEMPERATURE=$KD_TEMPERATURE (set KD_SWEEP_TEMPERATURES); nothing to do"
             else
+                # both teachers before any student, so that a missing one stops the stage at once
+                lskd_need "$DIR_NAME.temperature_sweep" "$DIR_NAME.teacher_ls" teacher_ls "$T_LS"
+                lskd_need "$DIR_NAME.temperature_sweep" "$DIR_NAME.teacher_nols" teacher_nols "$T_NOLS"
                 base_models=("${MODELS[@]}")
                 for t in $sweep; do
                     tag="$(lskd_t_tag "$t")"
                     for tn in ls nols; do
                         if [ "$tn" = ls ]; then tck="$T_LS"; else tck="$T_NOLS"; fi
-                        lskd_step "$DIR_NAME.student_wordkd_${tn}_$tag" train_student_at "$t" "$D" \
-                            "student_wordkd_${tn}_$tag" "$D/bin" "$tck"
-                        MODELS+=("student_wordkd_${tn}_$tag|teacher_$tn|word top-$KD_TOPK T=$t|$STUDENT_LS")
+                        sname="$(lskd_student_name "student_wordkd_${tn}_$tag")"
+                        lskd_need "$DIR_NAME.$sname" "$DIR_NAME.teacher_$tn" "teacher_$tn" "$tck"
+                        lskd_step "$DIR_NAME.$sname" train_student_at "$t" "$D" "$sname" "$D/bin" "$tck"
+                        MODELS+=("$sname|teacher_$tn|word top-$KD_TOPK T=$t|$STUDENT_LS|$SEED")
                     done
                 done
-                rm -f "$WORK/.done/$DIR_NAME.evaluate_sweep"
-                lskd_step "$DIR_NAME.evaluate_sweep" evaluate_all "$TGT" "$D"
+                lskd_evaluate_stage "$DIR_NAME.$(lskd_student_name evaluate_sweep)" "$TGT" "$D"
                 MODELS=("${base_models[@]}")
             fi
         fi

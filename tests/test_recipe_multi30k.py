@@ -4,6 +4,7 @@ then the table it writes; a second run skips everything that is done."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -168,3 +169,84 @@ def test_bad_sweep_temperatures_are_refused_before_any_work(tmp_path):
     res = _run(tmp_path / "w", "--kd-sweep-temperatures", "2 -1", "--stop-stage", "prepare", timeout=120)
     assert res.returncode != 0 and "KD_SWEEP_TEMPERATURES: '-1' is not a positive number" in res.stderr
     assert not (tmp_path / "w" / "raw").exists()
+
+
+def test_teachers_beat_an_untrained_model_of_their_shape(smoke_run, tmp_path):
+    """A real expectation at smoke scale: each teacher's test BLEU and chrF exceed those of
+    the same architecture with its initial weights (scored the same way)."""
+    from nmt_baselines import score, untrained_twin
+
+    work, _ = smoke_run
+    d = work / "en-de"
+    twin = untrained_twin(d / "models" / "teacher_ls" / "checkpoint_best.pt", tmp_path / "untrained.pt")
+    base = score(d / "bin", twin, work / "raw" / "test.de", tmp_path, spm=work / "spm" / "spm.model")
+    for name in ("teacher_ls", "teacher_nols"):
+        r = json.loads((d / "results" / f"{name}.json").read_text())
+        # measured: untrained 0.00 BLEU / 5.0 chrF; the LS smoke teacher (100 updates) 0.92 / 7.6
+        assert r["bleu"] > base["bleu"] + 0.3, (name, r["bleu"], base["bleu"])
+        assert r["chrf"] > base["chrf"] + 1, (name, r["chrf"], base["chrf"])
+
+
+def _partial_copy(work, dest, models):
+    """A copy of the smoke run's data and of some trained models only, as a run that
+    stopped early would leave it (markers included)."""
+    dest.mkdir()
+    for rel in ("raw", "spm", "en-de/bin", *[f"en-de/models/{m}" for m in models]):
+        shutil.copytree(work / rel, dest / rel)
+    (dest / ".done").mkdir()
+    for step in ("prepare", "spm", "en-de.binarize", *[f"en-de.{m}" for m in models]):
+        shutil.copy(work / ".done" / step, dest / ".done" / step)
+    return dest
+
+
+def test_evaluate_after_only_one_teacher_scores_it_and_names_the_rest(smoke_run, tmp_path):
+    """--stage evaluate when only teacher_ls was trained: teacher_ls is scored, every missing
+    model is named with the stage that makes it, no table is written, no traceback."""
+    work = _partial_copy(smoke_run[0], tmp_path / "w", ["teacher_ls"])
+    res = _run(work, "--stage", "evaluate", "--stop-stage", "evaluate", timeout=600)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and "OSError" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "6 of 7 models not trained yet" in last
+    for name, stage in (("teacher_nols", "teacher_nols"), ("student_nokd", "student_nokd"),
+                        ("student_wordkd_ls", "student_wordkd"), ("student_wordkd_nols", "student_wordkd"),
+                        ("student_seqkd_ls", "student_seqkd"), ("student_seqkd_nols", "student_seqkd")):
+        assert f"{name} (run --stage {stage})" in last, (name, last)
+    r = json.loads((work / "en-de" / "results" / "teacher_ls.json").read_text())
+    assert r["name"] == "teacher_ls" and r["n_sentences"] == 60
+    assert not (work / "en-de" / "results" / "table.md").exists() and not (work / "table.md").exists()
+    assert not (work / ".done" / "en-de.evaluate").exists()
+
+
+def test_students_of_another_seed_are_paired_and_named_by_seed(smoke_run, tmp_path):
+    """--seed 2: the word-KD students of both teachers train with seed 2 under their own
+    names beside the seed-1 ones; evaluate_s2 then names the seed-2 students still missing."""
+    src = smoke_run[0]
+    work = _partial_copy(src, tmp_path / "w", ["teacher_ls", "teacher_nols", "student_wordkd_ls"])
+    res = _run(work, "--seed", "2", "--stage", "student_wordkd", "--stop-stage", "student_wordkd", timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    models = work / "en-de" / "models"
+    for t in ("ls", "nols"):
+        log = (work / "logs" / f"en-de.student_wordkd_{t}_s2.log").read_text(encoding="utf-8", errors="replace")
+        assert "'seed': 2" in log and "'seed': 1" not in log, t
+        assert (models / f"student_wordkd_{t}_s2" / "checkpoint_best.pt").is_file()
+    # the seed-1 student is untouched, and seed 2 trained other weights
+    import torch
+
+    from lskd_fairseq.fairseq_compat import allow_fairseq_checkpoint_globals
+
+    allow_fairseq_checkpoint_globals()
+    s1 = torch.load(models / "student_wordkd_ls" / "checkpoint_last.pt", weights_only=True)["model"]
+    s2 = torch.load(models / "student_wordkd_ls_s2" / "checkpoint_last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(s1[k], s2[k]) for k in s1 if k.endswith("weight"))
+    assert (models / "student_wordkd_ls" / "checkpoint_last.pt").stat().st_mtime == \
+        (src / "en-de" / "models" / "student_wordkd_ls" / "checkpoint_last.pt").stat().st_mtime
+    res = _run(work, "--seed", "2", "--stage", "evaluate", "--stop-stage", "evaluate", timeout=900)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.split("ERROR: ")[1].startswith("en-de.evaluate_s2: 3 of 7 models not trained yet")
+    assert "student_nokd_s2 (run --stage student_nokd --seed 2)" in last
+    assert "student_seqkd_ls_s2 (run --stage student_seqkd --seed 2)" in last
+    r = json.loads((work / "en-de" / "results" / "student_wordkd_nols_s2.json").read_text())
+    assert r["seed"] == 2 and r["teacher"] == "teacher_nols"
+    assert json.loads((work / "en-de" / "results" / "teacher_ls.json").read_text())["seed"] == 1

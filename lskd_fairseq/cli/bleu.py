@@ -49,6 +49,26 @@ def read_lines(path: str) -> List[str]:
         return [line.rstrip() for line in f]
 
 
+def _read_input(path: str, what: str, option: str) -> List[str]:
+    """:func:`read_lines` of a file the user named, with a one-line error when it is not there."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} file not found: {path} (check the path given to {option})")
+    return read_lines(path)
+
+
+def check_pair(hyps: Sequence[str], refs: Sequence[str], hyp_name: str = "hypotheses",
+               ref_name: str = "references") -> None:
+    """Refuse what sacreBLEU cannot score meaningfully: no sentences, or unequal numbers of lines."""
+    if not refs:
+        raise ValueError(f"the reference file {ref_name} is empty: give the raw reference text of the test set, "
+                         f"one sentence per line")
+    if not hyps:
+        raise ValueError(f"no hypotheses in {hyp_name}: give the system's output, one line per reference line")
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses ({hyp_name}) but {len(refs)} references ({ref_name}): "
+                         f"give the output for exactly the reference file's sentences, one per line")
+
+
 # ------------------------------------------------------------- generate output
 def parse_generate(source, prefix: str = "H") -> Dict[int, str]:
     """Hypotheses of a fairseq-generate log: ``{sample_id: text}``.
@@ -115,8 +135,7 @@ def score(
     """Corpus BLEU/chrF with sacreBLEU's defaults (as its command line), and signatures."""
     from sacrebleu.metrics import BLEU, CHRF
 
-    if len(hyps) != len(refs):
-        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    check_pair(hyps, refs)
     out = {"n_sentences": len(hyps)}
     for name in metrics:
         if name == "bleu":
@@ -150,11 +169,6 @@ def checkpoint_info(checkpoint: str) -> dict:
     return info
 
 
-def count_parameters(checkpoint: str) -> int:
-    """Parameters of a fairseq checkpoint's model (tied tensors counted once)."""
-    return checkpoint_info(checkpoint)["params"]
-
-
 def _count_parameters(state: dict) -> int:
     seen = set()
     n = 0
@@ -182,11 +196,15 @@ def evaluate(
     """Score one system: a fairseq-generate log (``generate``) or a plain hypothesis file (``hyp``)."""
     if (generate is None) == (hyp is None):
         raise ValueError("give exactly one of generate= and hyp=")
-    ref_lines = read_lines(refs)
+    ref_lines = _read_input(refs, "reference", "--ref")
     if generate is not None:
+        if not os.path.isfile(generate):
+            raise ValueError(f"generate log not found: {generate} (check the path given to --generate)")
         hyp_lines = ordered_hypotheses(parse_generate(generate, prefix=prefix), len(ref_lines))
     else:
-        hyp_lines = read_lines(hyp)
+        hyp_lines = _read_input(hyp, "hypothesis", "--hyp")
+    # before anything is written (--hyp-out): a refused pair leaves no file behind
+    check_pair(hyp_lines, ref_lines, generate or hyp, refs)
     decoded = False
     if spm_model:
         # --spm says the hypotheses are pieces: decode them even when none carries the
@@ -424,7 +442,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError, EOFError) as e:  # unreadable input (a bad .gz is an OSError)
         print(f"lskd-bleu: error: {e}", file=sys.stderr)
         return 2
 

@@ -82,6 +82,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
 
+    specs = []
+    for spec in args.model:
+        if "=" not in spec:
+            p.error(f"--model wants NAME=CHECKPOINT, got {spec!r}")
+        specs.append(spec.split("=", 1))
+    missing = [f"{name} ({ckpt})" for name, ckpt in specs if not os.path.isfile(ckpt)]
+    if missing:  # before anything is generated: say every missing model at once
+        print(f"{p.prog}: error: checkpoint not found for {len(missing)} model(s): {', '.join(missing)}; "
+              f"train them first (or leave them out)", file=sys.stderr)
+        return 2
+    for path, what in ((args.ref, "--ref"), (args.spm, "--spm")):
+        if path and not os.path.isfile(path):
+            print(f"{p.prog}: error: {what} file not found: {path}", file=sys.stderr)
+            return 2
     common = bleu._parse_meta(args.meta)
     per_model = {}
     for item in args.model_meta:
@@ -89,8 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         per_model.setdefault(name, []).append(kv)
     os.makedirs(args.gen_dir, exist_ok=True)
     os.makedirs(args.results_dir, exist_ok=True)
-    for spec in args.model:
-        name, ckpt = spec.split("=", 1)
+    for name, ckpt in specs:
         out_json = os.path.join(args.results_dir, f"{name}.json")
         stale = _stale_reason(out_json, ckpt)
         if os.path.exists(out_json) and not args.force and stale is None:

@@ -63,6 +63,21 @@ def encode_file(model, src, dst):
             fout.write(" ".join(sp.encode(line.rstrip("\n"), out_type=str)) + "\n")
 
 
+def _input_problem(args):
+    """What is wrong with the files a command was given (one sentence naming the fix), or None."""
+    if args.cmd == "encode" and not os.path.isfile(args.model):
+        return (f"sentencepiece model not found: {args.model} (train one with "
+                f"'python -m lskd_fairseq.cli.spm train', or fix --model)")
+    if args.cmd == "encode" and len(args.input) != len(args.output):
+        return "--input and --output need the same number of files"
+    for path in args.input:
+        if not os.path.isfile(path):
+            return f"input file not found: {path} (fix --input)"
+        if args.cmd == "train" and os.path.getsize(path) == 0:
+            return f"input file is empty: {path} (sentencepiece needs training text; fix --input)"
+    return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lskd_fairseq.cli.spm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,14 +95,20 @@ def main(argv=None):
     e.add_argument("--input", nargs="+", required=True)
     e.add_argument("--output", nargs="+", required=True)
     args = p.parse_args(argv)
-    if args.cmd == "train":
-        train(args.input, args.model_prefix, args.vocab_size, args.model_type, args.character_coverage,
-              args.input_sentence_size, threads=args.threads)
-    else:
-        if len(args.input) != len(args.output):
-            p.error("--input and --output need the same number of files")
-        for s, d in zip(args.input, args.output):
-            encode_file(args.model, s, d)
+    problem = _input_problem(args)
+    if problem:
+        print(f"{p.prog} {args.cmd}: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        if args.cmd == "train":
+            train(args.input, args.model_prefix, args.vocab_size, args.model_type, args.character_coverage,
+                  args.input_sentence_size, threads=args.threads)
+        else:
+            for s, d in zip(args.input, args.output):
+                encode_file(args.model, s, d)
+    except (RuntimeError, OSError, UnicodeDecodeError) as e:  # sentencepiece reports bad input as RuntimeError
+        print(f"{p.prog} {args.cmd}: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,7 +18,7 @@ teacher (by SHA-256) or other ``--kd-alpha/--kd-temperature/--kd-topk`` unless
 ``--kd-allow-changed-settings`` (the KD settings are saved in the task's state
 in every checkpoint; deliberate changes are logged and kept there too).
 
-Offline teacher artifacts (issue 3):
+Offline teacher artifacts:
 
 * ``--teacher-cache DIR``: the teacher's top-k tokens and logits per target token,
   made by ``lskd-teacher-cache``. Batches carry them (looked up by sample id in

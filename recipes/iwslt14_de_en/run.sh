@@ -47,7 +47,10 @@
 #   LR=5e-4 WARMUP=4000 DROPOUT=0.3 WEIGHT_DECAY=0 MAX_TOKENS=4096 UPDATE_FREQ=1
 #   MAX_UPDATE_TEACHER=50000 MAX_UPDATE_STUDENT=50000 MAX_TRAIN_HOURS_TEACHER=0 MAX_TRAIN_HOURS_STUDENT=0
 #   BEAM=5 LENPEN=1.0 GEN_MAX_TOKENS=8000 MAX_LEN_A=1.2 MAX_LEN_B=10 EVAL_CHECKPOINT=checkpoint_best.pt SEQKD_EVAL_CHECKPOINT=checkpoint_last.pt
-#   DEVICE=auto FP16=auto SEED=1 FORCE=0 STAGE=1 STOP_STAGE=11 EXTRA_TRAIN_ARGS="" WORKERS=8
+#   DEVICE=auto FP16=auto FORCE=0 STAGE=1 STOP_STAGE=11 EXTRA_TRAIN_ARGS="" WORKERS=8
+#   SEED=1 (the students'; seed N != 1 names them <name>_sN) TEACHER_SEED=1   (see recipes/multi30k/run.sh)
+#   LR_TEACHER WARMUP_TEACHER DROPOUT_TEACHER MAX_TOKENS_TEACHER (default: LR ...) PATIENCE_TEACHER=0
+#   STOP_METRIC_TEACHER=nll_loss   the teachers' own settings and early stopping (see recipes/multi30k/run.sh)
 #   (CUDA: --fp16 and every visible GPU; MAX_TOKENS is per GPU, so with N GPUs set
 #    UPDATE_FREQ to keep 4096 x N x UPDATE_FREQ tokens per update as you intend.)
 set -euo pipefail

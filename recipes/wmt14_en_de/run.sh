@@ -35,7 +35,7 @@
 #   VALID_PREFIX=DATA_DIR/dev/newstest2013   TEST_PREFIX=<repo>/../shared/data/wmt14/newstest2014
 #   DOWNLOAD=0  WMT_URLS="..."(statmt.org URLs of the archives)
 #   WORK=<repo>/runs/wmt14_en_de-$SCALE   DIRECTIONS=en-de   TEST_SET=newstest2014 (a label)
-#   TRAIN_LINES=0        keep only the first N cleaned training pairs, after shuffling with SEED (0 = all)
+#   TRAIN_LINES=0        keep only the first N cleaned training pairs, after shuffling with TEACHER_SEED (0 = all)
 #   CLEAN_MIN=1 CLEAN_MAX=250 CLEAN_RATIO=1.5
 #   SPM_VOCAB=32000 SPM_TYPE=unigram SPM_SENTENCES=10000000   joint sentencepiece model (sampled lines)
 #   TEACHER_ARCH=transformer_wmt_en_de TEACHER_ARCH_ARGS=""
@@ -47,7 +47,10 @@
 #                        (per GPU: 4096 x GPUs x UPDATE_FREQ tokens an update; 8 GPUs x 4096 x 1 was Vaswani's ~25k x 1.3)
 #   MAX_UPDATE_TEACHER=100000 MAX_UPDATE_STUDENT=100000 MAX_TRAIN_HOURS_TEACHER=0 MAX_TRAIN_HOURS_STUDENT=0
 #   BEAM=4 LENPEN=0.6 GEN_MAX_TOKENS=8000 MAX_LEN_A=1.2 MAX_LEN_B=10 EVAL_CHECKPOINT=checkpoint_best.pt SEQKD_EVAL_CHECKPOINT=checkpoint_last.pt
-#   DEVICE=auto FP16=auto SEED=1 FORCE=0 STAGE=1 STOP_STAGE=11 EXTRA_TRAIN_ARGS="" WORKERS=8
+#   DEVICE=auto FP16=auto FORCE=0 STAGE=1 STOP_STAGE=11 EXTRA_TRAIN_ARGS="" WORKERS=8
+#   SEED=1 (the students'; seed N != 1 names them <name>_sN) TEACHER_SEED=1   (see recipes/multi30k/run.sh)
+#   LR_TEACHER WARMUP_TEACHER DROPOUT_TEACHER MAX_TOKENS_TEACHER (default: LR ...) PATIENCE_TEACHER=0
+#   STOP_METRIC_TEACHER=nll_loss   the teachers' own settings and early stopping (see recipes/multi30k/run.sh)
 set -euo pipefail
 . "$(dirname "$0")/../common.sh"
 LSKD_RECIPE=wmt14_en_de
@@ -115,7 +118,7 @@ do_prepare() {
     if [ "$TRAIN_LINES" -gt 0 ]; then
         # a seeded random subset, the same on both sides
         paste -d '\t' "$tmp/clean.en" "$tmp/clean.de" |
-            awk -v seed="$SEED" 'BEGIN { srand(seed) } { printf "%.10f\t%s\n", rand(), $0 }' |
+            awk -v seed="$TEACHER_SEED" 'BEGIN { srand(seed) } { printf "%.10f\t%s\n", rand(), $0 }' |
             sort -k1,1 -t $'\t' | cut -f2- | awk -v n="$TRAIN_LINES" 'NR <= n' > "$tmp/pairs"
         cut -f1 "$tmp/pairs" > "$tmp/train.en"; cut -f2 "$tmp/pairs" > "$tmp/train.de"
     else
