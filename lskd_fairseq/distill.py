@@ -51,7 +51,7 @@ import torch
 
 from lskd_fairseq import artifacts
 from lskd_fairseq.atomic import atomic_write_json
-from lskd_fairseq.errors import LskdError
+from lskd_fairseq.errors import run_tool
 from lskd_fairseq.artifacts import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -484,12 +484,4 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
-                        stream=sys.stderr)
-    args = get_parser().parse_args(argv)
-    try:
-        run(args)
-    except LskdError as e:  # ArtifactError, TeacherError: a clear one-line message
-        print(f"lskd-distill-data: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_tool("lskd-distill-data", get_parser(), run, argv)

@@ -12,3 +12,20 @@ class LskdError(ValueError):
 
 class OptionError(LskdError):
     """Options that are out of range or that contradict each other."""
+
+
+def run_tool(prog: str, parser, run, argv=None) -> int:
+    """The ``main`` of lskd's NMT tools: parse, log to stderr, run; an ``LskdError``
+    becomes one line, ``<prog>: error: <message>``, and exit status 2."""
+    import logging
+    import sys
+
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
+                        stream=sys.stderr)
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except LskdError as e:  # ArtifactError, TeacherError, OptionError
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

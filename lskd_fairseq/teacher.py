@@ -132,7 +132,7 @@ def load_checkpoint_state(path: str) -> dict:
 class TeacherOutput:
     """What the criteria need from a teacher on one batch.
 
-    ``dist`` is passed to ``losses.kd_loss``: full logits (B, T, V) or a top-k pair.
+    ``dist`` is passed to ``losses.ls_kd_loss``: full logits (B, T, V) or a top-k pair.
     ``nll_sum`` is the teacher's NLL of the gold tokens (nats, padding excluded) and
     ``top1`` its argmax token per position (B, T).
     """

@@ -23,7 +23,7 @@ import torch
 
 from lskd_fairseq import artifacts
 from lskd_fairseq.artifacts import ArtifactError
-from lskd_fairseq.errors import LskdError
+from lskd_fairseq.errors import run_tool
 
 logger = logging.getLogger("lskd.teacher_cache")
 
@@ -117,15 +117,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
-                        stream=sys.stderr)
-    args = get_parser().parse_args(argv)
-    try:
-        run(args)
-    except LskdError as e:  # ArtifactError, TeacherError
-        print(f"lskd-teacher-cache: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_tool("lskd-teacher-cache", get_parser(), run, argv)
 
 
 if __name__ == "__main__":
