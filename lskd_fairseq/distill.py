@@ -52,6 +52,7 @@ import torch
 from lskd_fairseq import artifacts
 from lskd_fairseq.atomic import atomic_write_json
 from lskd_fairseq.errors import run_tool
+from lskd_fairseq.teacher import add_teacher_args
 from lskd_fairseq.artifacts import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -213,13 +214,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="data-bin (fairseq-preprocess output) with the teacher's dictionaries")
     p.add_argument("--out", required=True, help="output directory (text + data-bin)")
     p.add_argument("--split", default="train", help="split of the data-bin to translate (default: train)")
-    p.add_argument("--teacher-path", required=True,
-                   help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble (probabilities averaged)")
-    p.add_argument("--teacher-data", default="",
-                   help="the teacher's data-bin (its dict.*.txt), if the one its checkpoint records has moved")
-    p.add_argument("--teacher-dict-check", default="full", choices=["full", "size-only"],
-                   help="full: compare the teacher's dictionaries with the data's symbol by symbol (default); "
-                        "size-only: compare sizes only (an opt-out, logged)")
+    add_teacher_args(p)
     p.add_argument("-s", "--source-lang", default=None)
     p.add_argument("-t", "--target-lang", default=None)
     p.add_argument("--source-text", default=None,

@@ -36,6 +36,18 @@ class TeacherError(LskdError):
 DICT_CHECKS = ("full", "size-only")
 
 
+def add_teacher_args(parser) -> None:
+    """The teacher options of the NMT tools (``lskd-distill-data``, ``lskd-teacher-cache``),
+    the same as the task's ``--teacher-path``/``--teacher-data``/``--teacher-dict-check``."""
+    parser.add_argument("--teacher-path", required=True,
+                        help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble (probabilities averaged)")
+    parser.add_argument("--teacher-data", default="",
+                        help="the teacher's data-bin (its dict.*.txt), if the one its checkpoint records has moved")
+    parser.add_argument("--teacher-dict-check", default="full", choices=list(DICT_CHECKS),
+                        help="full: compare the teacher's dictionaries with the data's symbol by symbol (default); "
+                             "size-only: compare sizes only (an opt-out, logged)")
+
+
 def split_paths(paths: Union[str, Sequence[str]]) -> List[str]:
     if isinstance(paths, str):
         paths = [p for p in paths.split(":") if p]

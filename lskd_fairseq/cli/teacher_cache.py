@@ -24,6 +24,7 @@ import torch
 from lskd_fairseq import artifacts
 from lskd_fairseq.artifacts import ArtifactError
 from lskd_fairseq.errors import run_tool
+from lskd_fairseq.teacher import add_teacher_args
 
 logger = logging.getLogger("lskd.teacher_cache")
 
@@ -33,13 +34,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="data-bin to score (gold, or a distilled data-bin)")
     p.add_argument("--out", required=True, help="cache directory (one cache per split)")
     p.add_argument("--split", default="train", help="split to score (default: train)")
-    p.add_argument("--teacher-path", required=True, help="teacher checkpoint(s), a.pt[:b.pt] for an ensemble")
+    add_teacher_args(p)
     p.add_argument("-k", "--k", type=int, default=8, help="tokens kept per position")
-    p.add_argument("--teacher-data", default="",
-                   help="the teacher's data-bin (its dict.*.txt), if the one its checkpoint records has moved")
-    p.add_argument("--teacher-dict-check", default="full", choices=["full", "size-only"],
-                   help="full: compare the teacher's dictionaries with the data's symbol by symbol (default); "
-                        "size-only: compare sizes only (an opt-out, logged)")
     p.add_argument("-s", "--source-lang", default=None)
     p.add_argument("-t", "--target-lang", default=None)
     p.add_argument("--max-tokens", type=int, default=4096)
