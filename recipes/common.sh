@@ -70,13 +70,15 @@ lskd_stage_index() {
 }
 
 # lskd_stage NAME: true when NAME lies within --stage .. --stop-stage.
-lskd_stage() {
-    local i lo hi
+lskd_in_stages() {  # lskd_in_stages NAME: is stage NAME between STAGE and STOP_STAGE (silent)
+    local i
     i="$(lskd_stage_index "$1")"
-    lo="$(lskd_stage_index "${STAGE:-1}")"
-    hi="$(lskd_stage_index "${STOP_STAGE:-1000}")"
-    if [ "$i" -ge "$lo" ] && [ "$i" -le "$hi" ]; then
-        lskd_log "== stage $i: $1"
+    [ "$i" -ge "$(lskd_stage_index "${STAGE:-1}")" ] && [ "$i" -le "$(lskd_stage_index "${STOP_STAGE:-1000}")" ]
+}
+
+lskd_stage() {
+    if lskd_in_stages "$1"; then
+        lskd_log "== stage $(lskd_stage_index "$1"): $1"
         return 0
     fi
     return 1
@@ -234,10 +236,10 @@ lskd_have() { command -v "$1" > /dev/null 2>&1; }
 # its defaults, and calls lskd_nmt_main. Everything after prepare is the same:
 # sentencepiece -> binarize -> teachers with/without LS -> students -> evaluate.
 
-LSKD_NMT_STAGES="prepare spm binarize teacher_ls teacher_nols student_nokd student_wordkd distill student_seqkd evaluate temperature_sweep"
+LSKD_NMT_STAGES="prepare spm binarize teacher_ls teacher_nols student_nokd student_wordkd distill student_seqkd evaluate temperature_sweep teacher_cache"
 LSKD_NMT_OPTIONS="SCALE DATA_DIR WORK DIRECTIONS TEST_SET SPM_VOCAB SPM_TYPE SPM_SENTENCES
  TEACHER_ARCH TEACHER_ARCH_ARGS STUDENT_ARCH STUDENT_ARCH_ARGS TEACHER_LS STUDENT_LS KD_ALPHA KD_TEMPERATURE KD_TOPK
- KD_SWEEP_TEMPERATURES
+ KD_SWEEP_TEMPERATURES TEACHER_CACHE
  SEQKD_BEAM SEQKD_BETA SEQKD_EVAL_CHECKPOINT LR WARMUP DROPOUT WEIGHT_DECAY MAX_TOKENS UPDATE_FREQ MAX_UPDATE_TEACHER MAX_UPDATE_STUDENT
  MAX_TRAIN_HOURS_TEACHER MAX_TRAIN_HOURS_STUDENT
  LR_TEACHER WARMUP_TEACHER DROPOUT_TEACHER MAX_TOKENS_TEACHER PATIENCE_TEACHER STOP_METRIC_TEACHER
@@ -249,7 +251,7 @@ lskd_nmt_defaults() {
     : "${SPM_TYPE:=unigram}" "${SPM_SENTENCES:=0}"
     : "${TEACHER_ARCH:=transformer}" "${STUDENT_ARCH:=transformer}" "${TEACHER_ARCH_ARGS:=}" "${STUDENT_ARCH_ARGS:=}"
     : "${TEACHER_LS:=0.1}" "${STUDENT_LS:=0.1}" "${KD_ALPHA:=0.5}" "${KD_TEMPERATURE:=1}" "${KD_TOPK:=4}"
-    : "${KD_SWEEP_TEMPERATURES:=}"
+    : "${KD_SWEEP_TEMPERATURES:=}" "${TEACHER_CACHE:=0}"
     # a Seq-KD student's NLL on the gold validation references rises while it learns the teacher's
     # outputs, so checkpoint_best (lowest such NLL) would keep its first epoch: score its last one
     : "${SEQKD_EVAL_CHECKPOINT:=checkpoint_last.pt}"
@@ -277,6 +279,10 @@ lskd_nmt_check_options() {
         fi
     done
     SEED=$((10#$SEED)) TEACHER_SEED=$((10#$TEACHER_SEED))   # 01 -> 1: one name per seed
+    case "$TEACHER_CACHE" in
+        0|1) ;;
+        *) lskd_die "TEACHER_CACHE: '$TEACHER_CACHE' is not 0 or 1 (give --teacher-cache 1 to train word-KD students from teacher caches)" ;;
+    esac
     case "$STOP_METRIC_TEACHER" in
         nll_loss|loss|bleu) ;;
         *) lskd_die "STOP_METRIC_TEACHER: '$STOP_METRIC_TEACHER' is not one of nll_loss, loss, bleu" ;;
@@ -348,9 +354,26 @@ train_teacher() {  # train_teacher DIR NAME LS
         $(common_train_args "$MAX_UPDATE_TEACHER" "$MAX_TRAIN_HOURS_TEACHER") "${stop[@]}" $EXTRA_TRAIN_ARGS
 }
 
+# do_teacher_cache DIR TEACHER: the teacher's top-KD_TOPK tokens and logits on every gold target
+# token of the training and validation splits (lskd-teacher-cache) -> DIR/teacher_cache/TEACHER
+do_teacher_cache() {
+    local dir="$1" teacher="$2" split
+    for split in train valid; do
+        # shellcheck disable=SC2086
+        lskd-teacher-cache "$dir/bin" --out "$dir/teacher_cache/$teacher" --split "$split" -k "$KD_TOPK" \
+            --teacher-path "$dir/models/$teacher/$EVAL_CHECKPOINT" -s "$SRC" -t "$TGT" \
+            --max-tokens "$GEN_MAX_TOKENS" --no-progress-bar $LSKD_GEN_DEVICE_ARGS
+    done
+}
+
 train_student() {  # train_student DIR NAME DATA_BIN [TEACHER_CKPT]
-    local dir="$1" name="$2" data="$3" teacher="${4:-}" kd
-    if [ -n "$teacher" ]; then
+    local dir="$1" name="$2" data="$3" teacher="${4:-}" kd tname
+    if [ -n "$teacher" ] && [ "$TEACHER_CACHE" = 1 ]; then
+        # the teacher's stored outputs (made by the teacher_cache step): no teacher in the process
+        tname="$(basename "$(dirname "$teacher")")"
+        kd=(--task translation_kd --teacher-cache "$dir/teacher_cache/$tname" --kd-alpha "$KD_ALPHA"
+            --kd-temperature "$KD_TEMPERATURE" --kd-topk "$KD_TOPK")
+    elif [ -n "$teacher" ]; then
         kd=(--task translation_kd --teacher-path "$teacher" --kd-alpha "$KD_ALPHA"
             --kd-temperature "$KD_TEMPERATURE" --kd-topk "$KD_TOPK")
     else
@@ -492,6 +515,16 @@ lskd_evaluate_stage() {
     lskd_step "$step" evaluate_all "$tgt" "$dir"
 }
 
+# Both teachers' teacher_cache steps in the current direction (skipped when done).
+lskd_teacher_caches() {
+    local tn tck
+    for tn in ls nols; do
+        if [ "$tn" = ls ]; then tck="$T_LS"; else tck="$T_NOLS"; fi
+        lskd_need "$DIR_NAME.teacher_cache_$tn" "$DIR_NAME.teacher_$tn" "teacher_$tn" "$tck"
+        lskd_step "$DIR_NAME.teacher_cache_$tn" do_teacher_cache "$D" "teacher_$tn"
+    done
+}
+
 lskd_nmt_main() {
     # (name, teacher, kd, ls, seed) of every model, in table order; with SEQKD_BETA=1 a Seq-KD
     # student's loss is the unsmoothed NLL of the teacher's sequences
@@ -539,6 +572,9 @@ lskd_nmt_main() {
         if lskd_stage student_nokd; then
             lskd_need "$DIR_NAME.$s_nokd" "$B" binarize "$D/bin"
             lskd_step "$DIR_NAME.$s_nokd" train_student "$D" "$s_nokd" "$D/bin"
+        fi
+        if lskd_stage teacher_cache || { [ "$TEACHER_CACHE" = 1 ] && { lskd_in_stages student_wordkd || lskd_in_stages temperature_sweep; }; }; then
+            lskd_teacher_caches  # made once; word-KD students read them when TEACHER_CACHE=1
         fi
         if lskd_stage student_wordkd; then
             lskd_need "$DIR_NAME.$s_wls" "$B" binarize "$D/bin"

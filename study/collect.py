@@ -16,6 +16,7 @@ import numpy as np
 
 from . import figures as figure_data
 from . import study_plan
+from .study_plan import fmt_dur
 
 NMT_TEACHERS = ["teacher_ls", "teacher_nols"]
 NMT_STUDENTS = ["student_nokd", "student_wordkd_ls", "student_wordkd_nols", "student_seqkd_ls", "student_seqkd_nols"]
@@ -200,6 +201,81 @@ def accounts(study) -> Dict:
     return {"runs": len(runs), "planned": len(study.runs), "sum_s": total, "makespan_s": makespan,
             "invocations": len(by_inv), "one_go_s": one_go, "jobs": study.jobs,
             "per_run": {m["run"]: float(m.get("seconds", 0.0)) for m in runs}}
+
+
+def _fairseq_tokens(log_path: str) -> Optional[float]:
+    """Target tokens a fairseq-train run saw in training batches: the ``wpb`` of its last training
+    log line (an interval's or an epoch's) times its ``num_updates`` (None when there is none)."""
+    import re
+
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f if ("| train |" in ln or "train_inner" in ln) and "num_updates" in ln]
+    except OSError:
+        return None
+    for ln in reversed(lines):
+        wpb, upd = re.search(r"wpb[ =]([\d.]+)", ln), re.search(r"num_updates[ =](\d+)", ln)
+        if wpb and upd:
+            return float(wpb.group(1)) * float(upd.group(1))
+    return None
+
+
+CACHE_SAVINGS_HOW = (
+    "How this is estimated: a vision student sees exactly its cache's views, so it would have run the "
+    "teacher for about the cache's build time; an NMT word-KD student would have run the teacher over the "
+    "target tokens of its training batches (its log's wpb x updates) at the rate the caches were built "
+    "(tokens of both teachers' caches / build time), validation passes left out. Saved = the readers' "
+    "teacher time - the build time.")
+
+
+def cache_savings(study) -> List[Dict]:
+    """What the teacher caches saved: one row per finished cache run, with its build time, its
+    readers and the teacher time they would have spent running the teacher themselves
+    (``CACHE_SAVINGS_HOW``); ``saved_s`` is negative when a cache has too few readers."""
+    rows = []
+    for r in study.runs:
+        if r.kind not in ("vision_cache", "recipe_stage") or (r.kind == "recipe_stage" and r.args.get("stage") != "teacher_cache"):
+            continue
+        m = load_json(study.marker(r.id))
+        if not m:
+            continue
+        build = float(m.get("seconds", 0.0))
+        readers = [x for x in study.runs if r.id in x.deps and study.is_done(x.id)]
+        if r.kind == "vision_cache":
+            teacher_s = build * len(readers)
+            n_readers = len(readers)
+        else:
+            work_dir = os.path.join(study.nmt_work, "en-de")
+            tokens = 0.0
+            for name in ("teacher_ls", "teacher_nols"):
+                for split in ("train", "valid"):
+                    h = load_json(os.path.join(work_dir, "teacher_cache", name, f"{split}.topk.json")) or {}
+                    tokens += float(h.get("n_tokens") or 0)
+            steps = [st for x in readers for st in x.args.get("steps", [])]
+            read = [_fairseq_tokens(os.path.join(study.nmt_work, "logs", f"en-de.{st}.log")) for st in steps]
+            n_readers = len(steps)
+            teacher_s = build * sum(t for t in read if t) / tokens if tokens else 0.0
+        rows.append({"run": r.id, "track": r.track, "build_s": build, "readers": n_readers,
+                     "teacher_s": teacher_s, "saved_s": teacher_s - build})
+    return rows
+
+
+def cache_savings_line(rows: List[Dict]) -> Optional[str]:
+    """One line on what the teacher caches cost and saved (None when no cache has finished)."""
+    if not rows:
+        return None
+    build = sum(x["build_s"] for x in rows)
+    teacher = sum(x["teacher_s"] for x in rows)
+    parts = []
+    for track in ("vision", "nmt"):
+        mine = [x for x in rows if x["track"] == track]
+        if mine:
+            parts.append(f"{track}: {len(mine)} cache run(s) built in {fmt_dur(sum(x['build_s'] for x in mine))}, "
+                         f"read by {sum(x['readers'] for x in mine)} student(s) that would have spent "
+                         f"~{fmt_dur(sum(x['teacher_s'] for x in mine))} running the teacher")
+    return (f"teacher caches saved ~{fmt_dur(teacher - build)} of run time" if teacher >= build else
+            f"teacher caches cost ~{fmt_dur(build - teacher)} more than running the teachers online") + \
+        " (" + "; ".join(parts) + ")"
 
 
 # ------------------------------------------------------------------ teachers' training

@@ -12,7 +12,8 @@ from typing import Dict, List, Optional
 from . import paper_numbers
 from . import study_plan
 from .study_plan import fmt_dur
-from .collect import NMT_NAMES, acc, accounts, bleu, load_json, ls_convention, mean_std_text, paired, seed_values
+from .collect import (CACHE_SAVINGS_HOW, NMT_NAMES, acc, accounts, bleu, cache_savings, cache_savings_line, load_json,
+                      ls_convention, mean_std_text, paired, seed_values)
 from .stats import INCONCLUSIVE, paired_diffs, t_interval
 from .verdicts import MARGINS_WHY, Row, interval_text
 
@@ -101,6 +102,10 @@ def time_section(study, L: List[str]) -> None:
     else:
         L.append("The study did not run in one go (it was resumed, reused runs, or is not finished), so it has "
                  "no real wall time; the README quotes the makespan.")
+    rows = cache_savings(study)
+    if rows:
+        L.append("")
+        L.append(f"Teacher caches: {cache_savings_line(rows)}. {CACHE_SAVINGS_HOW}")
     span = study_plan.estimate_makespan(study.runs, study.jobs)
     total = sum(r.est_s for r in study.runs)
     if span > BUDGET_S and study.scale_name != "full":

@@ -215,10 +215,32 @@ class Study:
             cmd += ["--small-input-stem"]
         if a.get("imbalance"):
             cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
-        if a.get("teacher"):
+        if a.get("teacher") and v.teacher_cache:  # the teacher's soft labels for this seed's views
+            cmd += ["--teacher-cache", self.vision_dir(study_plan.cache_name(a["teacher"], c["seed"])),
+                    "--kd-alpha", "1", "--kd-temperature", f"{a['T']:g}"]
+        elif a.get("teacher"):
             cmd += ["--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
                     "--kd-alpha", "1", "--kd-temperature", f"{a['T']:g}"]
         return cmd + list(v.extra)
+
+    def vision_cache_cmd(self, r: study_plan.Run) -> List[str]:
+        """lskd-vision-cache of a teacher for the students of one seed: their data options, seed
+        and epochs, so that they find exactly their views in it."""
+        v, a = self.scale.vision, r.args
+        lt = bool(a.get("imbalance"))
+        cmd = [os.path.join(os.path.dirname(sys.executable), "lskd-vision-cache"), self.vision_data(),
+               "--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
+               "--out", self.vision_dir(r.id.split("/", 1)[1]), "--epochs", str(a["epochs"]),
+               "--seed", str(a["seed"]),
+               "--val-fraction", f"{v.long_tail_val_fraction if lt else v.val_fraction:g}",
+               "--workers", "0", "--threads", str(self.threads), "--no-progress"]
+        if not lt and v.student_train_per_class:
+            cmd += ["--train-per-class", str(v.student_train_per_class)]
+        if lt:
+            cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
+        if "--amp" in v.extra:
+            cmd += ["--fp16"]
+        return cmd
 
     def recipe_cmd(self, r: study_plan.Run) -> List[str]:
         seed = r.args.get("seed")
@@ -227,8 +249,13 @@ class Study:
                "--stage", r.args["stage"], "--stop-stage", r.args["stop_stage"]]
         if seed is not None:  # the students' seed; the recipe names them <name>_s<seed> beside the
             cmd += ["--seed", str(seed)]  # same teachers (seed 1: the plain names)
-        if self.scale.nmt.kd_sweep_temperatures:
-            cmd += ["--kd-sweep-temperatures", " ".join(f"{t:g}" for t in self.scale.nmt.kd_sweep_temperatures)]
+        n = self.scale.nmt
+        if n.kd_sweep_temperatures:
+            cmd += ["--kd-sweep-temperatures", " ".join(f"{t:g}" for t in n.kd_sweep_temperatures)]
+        if n.teacher_cache:  # word-level KD students read the teachers' caches (stage teacher_cache)
+            cmd += ["--teacher-cache", "1"]
+        for key, value in sorted(n.recipe_options.items()):
+            cmd += ["--" + key.lower().replace("_", "-"), str(value)]
         return cmd
 
     # ------------------------------------------------------------ execution
@@ -240,7 +267,7 @@ class Study:
                                     text=True, bufsize=1, start_new_session=True, cwd=study_plan.REPO)
             self.procs.append(proc)
             cur = self.current[track]
-            epoch_re = re.compile(r"^epoch (\d+)/(\d+) ")
+            epoch_re = re.compile(r"^epoch (\d+)/(\d+)[ :]")
             resumed_re = re.compile(r"^resumed from .* after epoch (\d+)")
             last_beat = [time.time()]
             stop = threading.Event()
@@ -404,6 +431,8 @@ class Study:
                 rc = 0
             elif r.kind == "vision_train":
                 rc = self._spawn(self.vision_cmd(r), logpath, wid, True, [])
+            elif r.kind == "vision_cache":
+                rc = self._spawn(self.vision_cache_cmd(r), logpath, wid, True, [])
             elif r.kind == "recipe_stage":
                 rc = self._spawn(self.recipe_cmd(r), logpath, wid, False, r.args.get("steps", []))
             elif r.kind == "analysis":
@@ -543,6 +572,11 @@ class Study:
         if path is None:
             self.log("no report written: no model has finished (see logs/ for why the runs failed)")
             return 1
+        from lskd_study import collect
+
+        saved = collect.cache_savings_line(collect.cache_savings(self))
+        if saved:
+            self.log(saved)
         self.log(f"report: {path}  ({n_run} run(s) done now, {len(self.skipped)} skipped as already done, "
                  f"{len(self.failed)} failed; total {fmt_dur(time.time() - self.t0)})")
         if missing:

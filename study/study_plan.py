@@ -47,11 +47,12 @@ def data_paths(root: Optional[str] = None) -> Dict[str, str]:
             "multi30k": os.path.join(root, "multi30k")}
 
 
-# Single-thread CPU training throughput (images a second, batch 128, with augmentation) measured
-# on the 2-core development machine while it was shared with other work, and the cost of a
-# teacher's forward pass per image for KD students: the first estimates of the cpu scale.
-TRAIN_IMG_PER_S = {"resnet20": 86.0, "resnet8": 215.0}
-FORWARD_S_PER_IMG = {"resnet20": 0.0037, "resnet8": 0.0009}
+# One-thread CPU training throughput (images a second, batch 128, CIFAR-10 augmentation, images
+# decoded in RAM) measured on the 2-core machine with two such runs side by side (1 Dec 2026:
+# lskd-vision-train on 10,000 images), and the cost of a teacher's forward pass per image (a
+# cache, or an online KD student): the first estimates of the cpu scale.
+TRAIN_IMG_PER_S = {"resnet20": 137.0, "resnet8": 300.0}
+FORWARD_S_PER_IMG = {"resnet20": 0.0021, "resnet8": 0.0009}
 CIFAR10_TRAIN_PER_CLASS = 5000
 CIFAR10_CLASSES = 10
 
@@ -95,6 +96,10 @@ class VisionScale:
     long_tail_val_fraction: float = 0.0
     shot_thresholds: Tuple[int, int] = (100, 20)
     extra: List[str] = field(default_factory=list)
+    # KD students read a soft-label cache (lskd-vision-cache) of their teacher, one per teacher, data
+    # arm and seed (a seed fixes the views), instead of running the teacher
+    teacher_cache: bool = True
+    est_cache_s: float = 20  # one cache: the teacher over every view of a student's epochs
     # rough seconds per run on one uncontended CPU core (for the first ETA only)
     est_teacher_s: float = 60
     est_student_s: float = 60
@@ -113,6 +118,11 @@ class NmtScale:
     top_tokens: int = 1000
     # word-level KD students of both teachers at these T too (the recipe's temperature_sweep stage)
     kd_sweep_temperatures: List[float] = field(default_factory=list)
+    # word-level KD students read each teacher's lskd-teacher-cache (recipe stage teacher_cache)
+    teacher_cache: bool = True
+    est_cache_s: float = 60  # both teachers' caches
+    # recipe options the study sets on top of the recipe's scale (e.g. a shorter budget)
+    recipe_options: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,30 +156,33 @@ SCALE_DEFS: Dict[str, Scale] = {
     "cpu": Scale(
         name="cpu",
         vision=VisionScale(
-            # teachers: the whole training set less the seeded 10% validation carve (45,000 images),
-            # 30 epochs of SGD with Nesterov momentum 0.9, weight decay 5e-4, one warm-up epoch and
-            # a cosine schedule (aimed at >= 88% top-1 for ResNet-20); students: ResNet-8 on 1,000
-            # images a class for 15 epochs, their cost doubled by the teacher's forward pass
-            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=30, student_epochs=15,
-            batch_size=128, lr=0.1, temperatures=[1, 2, 4], nesterov=True, warmup_epochs=1.0,
+            # sized to the 3-hour budget on 2 cores (see the note): teachers on the whole training set
+            # less the seeded 10% validation carve (45,000 images), 3 epochs of SGD with Nesterov
+            # momentum 0.9, weight decay 5e-4, one warm-up epoch and a cosine schedule; students:
+            # ResNet-8 on 1,000 images a class for 4 epochs, reading the teachers' soft-label caches
+            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=3, student_epochs=4,
+            batch_size=128, lr=0.1, temperatures=[1, 4], nesterov=True, warmup_epochs=1.0,
             train_per_class=0, student_train_per_class=1000, val_fraction=0.1,
-            long_tail_imbalance=100, shot_thresholds=(1500, 200),
-            est_teacher_s=vision_train_s("resnet20", 45000, 30),
-            est_student_s=vision_train_s("resnet8", 10000, 15, "resnet20"),
+            long_tail_imbalance=0, shot_thresholds=(1500, 200),
+            est_teacher_s=vision_train_s("resnet20", 45000, 3),
+            est_student_s=vision_train_s("resnet8", 10000, 4) + 40,
+            est_cache_s=10000 * 4 * FORWARD_S_PER_IMG["resnet20"] + 15,
         ),
-        # students: seconds measured with two runs side by side on 2 cores; teachers: the recipe trains
-        # them until validation BLEU stops improving (at most 12000 updates), guessed at ~6000 updates
-        # of ~1.3 s (3+3 layers, 2048-token batches, one thread)
-        nmt=NmtScale("cpu", 12000, 1000, est_teacher_s=7800, est_student_s=260, est_other_s=60,
-                     est_distill_s=120, est_eval_s=60, kd_sweep_temperatures=[2, 4]),
+        # teachers: the recipe's cpu models, capped at 1100 updates of 2048 tokens (~4 epochs; ~1.2
+        # updates/s on one thread); students: 500 updates of 1024 tokens
+        nmt=NmtScale("cpu", 1100, 500, est_teacher_s=1000, est_student_s=150, est_other_s=60,
+                     est_distill_s=180, est_eval_s=40, est_cache_s=120,
+                     recipe_options={"MAX_UPDATE_TEACHER": "1100", "MAX_UPDATE_STUDENT": "500"}),
         jobs=2,
         seeds=3,
         note=(
-            "cpu scale: Multi30k en-de with the recipe's cpu models and CIFAR-10 with ResNet-20 "
-            "teachers trained on the whole training set (less the validation carve) for 30 epochs, "
-            "ResNet-8 students on 1,000 images a class for 15 epochs, and a long-tailed arm "
-            "(CIFAR-10-LT: n_max 5000, imbalance 100). Teachers are trained once per setting; every "
-            "student once per seed, paired by seed. Far below the paper's ImageNet/IWSLT settings."
+            "cpu scale, sized to finish in under 3 hours on the 2-core machine: Multi30k en-de with the "
+            "recipe's cpu models (teachers capped at 1100 updates, students 500 updates) and CIFAR-10 "
+            "with ResNet-20 teachers trained on the whole training set (less the validation carve) for "
+            "3 epochs and ResNet-8 students on 1,000 images a class for 4 epochs, at T = 1 and 4. "
+            "KD students read teacher caches. Teachers are trained once per setting; every student "
+            "once per seed (3), paired by seed. The teachers are far from converged and the long-tailed "
+            "arm is left out: what each would cost is in the report. Far below the paper's settings."
         ),
     ),
     "full": Scale(
@@ -249,6 +262,11 @@ def long_tail_images(scale: Scale) -> int:
     return sum(int(n_max * f ** (-c / (CIFAR10_CLASSES - 1)) + 1e-9) for c in range(CIFAR10_CLASSES))
 
 
+def cache_name(teacher: str, seed: int) -> str:
+    """The study's run (and folder) name of ``teacher``'s soft-label cache for students of ``seed``."""
+    return seed_name(f"cache_{teacher}", seed)
+
+
 def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
     v = scale.vision
     runs: List[Run] = []
@@ -277,9 +295,27 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                             {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None,
                              "imbalance": f, "role": "teacher", "seed": 0},
                             total=v.teacher_epochs, deps=list(data_dep)))
+    def cache_dep(teacher: str, seed: int, imbalance: float = 0.0) -> List[str]:
+        """The student's dependency: its teacher, or the teacher's cache for this seed (made once)."""
+        if not v.teacher_cache:
+            return [f"vision/{teacher}"]
+        rid = f"vision/{cache_name(teacher, seed)}"
+        if rid not in made:
+            made.add(rid)
+            args = {"teacher": teacher, "epochs": v.student_epochs, "seed": seed, "role": "cache"}
+            if imbalance:
+                args["imbalance"] = imbalance
+            runs.append(Run(rid, "vision", "vision_cache",
+                            f"soft-label cache of {teacher} for seed {seed}'s students ({v.student_epochs} epochs of views)",
+                            v.est_cache_s * (share * 1.2 if imbalance else 1.0), args,
+                            total=v.student_epochs, deps=[f"vision/{teacher}"]))
+        return [rid]
+
+    made: set = set()
     for seed in seeds:
         runs.append(Run(f"vision/{seed_name('student_nokd', seed)}", "vision", "vision_train",
-                        f"CIFAR-10 student {v.student_arch}, no KD, seed {seed}", v.est_student_s * 0.6,
+                        f"CIFAR-10 student {v.student_arch}, no KD, seed {seed}",
+                        v.est_student_s * (1.0 if v.teacher_cache else 0.6),
                         {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0, "teacher": None,
                          "role": "student", "seed": seed},
                         total=v.student_epochs, deps=list(data_dep)))
@@ -291,7 +327,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                                 v.est_student_s,
                                 {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
                                  "teacher": name, "T": t, "role": "student", "seed": seed},
-                                total=v.student_epochs, deps=[f"vision/{name}"]))
+                                total=v.student_epochs, deps=cache_dep(name, seed)))
         if lt:
             for name, _ in teachers:
                 base = f"lt_student_{name[len('teacher_'):]}_T1"
@@ -301,7 +337,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                                 {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
                                  "teacher": f"lt_{name}", "T": 1.0, "imbalance": f, "role": "student",
                                  "seed": seed},
-                                total=v.student_epochs, deps=[f"vision/lt_{name}"]))
+                                total=v.student_epochs, deps=cache_dep(f"lt_{name}", seed, f)))
     return runs
 
 
@@ -313,6 +349,9 @@ NMT_SHARED = [
     ("nmt/teacher_nols", "teacher_nols", ["teacher_nols"], "NMT teacher without LS", "teacher", ["nmt/data"]),
     ("nmt/distill", "distill", [], "NMT teachers translate the training set (sequence-level KD data)", None, _T),
 ]
+# with NmtScale.teacher_cache: both teachers' top-k caches, read by every word-level KD student
+NMT_CACHE = ("nmt/teacher_cache", "teacher_cache", [], "NMT teachers' top-k caches of the training and "
+             "validation targets (lskd-teacher-cache)", None, _T)
 # per seed: the ids get _seed<s>, the recipe's steps <name>_s<s>; deps in {} are runs of the same seed
 NMT_PER_SEED = [
     ("nmt/student_nokd", "student_nokd", ["student_nokd"], "NMT student, no KD", "student", ["nmt/data"]),
@@ -341,6 +380,8 @@ def nmt_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
             est, total = 2 * n.est_distill_s, None
         elif rid == "nmt/evaluate":
             est, total = 7 * n.est_eval_s, None
+        elif rid == NMT_CACHE[0]:
+            est, total = n.est_cache_s, None
         else:
             est, total = n.est_other_s, None
         lo, _, hi = stage.partition(":")
@@ -355,12 +396,15 @@ def nmt_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                     "max_update": n.max_update_teacher if what == "teacher" else n.max_update_student},
                    total=total, unit="update", deps=list(deps))
 
-    for spec in NMT_SHARED:
+    for spec in NMT_SHARED + ([NMT_CACHE] if n.teacher_cache else []):
         runs.append(make(*spec, None))
+    word_deps = [NMT_CACHE[0]] if n.teacher_cache else []
     steps = nmt_sweep_names(scale)
     for seed in seeds:
         for spec in NMT_PER_SEED:
             runs.append(make(*spec, seed))
+            if spec[0] == "nmt/student_wordkd":
+                runs[-1].deps += word_deps
         if steps:
             runs.append(Run(seed_name("nmt/temperature_sweep", seed), "nmt", "recipe_stage",
                             "NMT word-level KD students of both teachers at T = "
@@ -370,7 +414,7 @@ def nmt_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                              "steps": [recipe_name(st, seed) for st in steps],
                              "max_update": n.max_update_student, "seed": seed},
                             total=len(steps) * n.max_update_student, unit="update",
-                            deps=_T + [seed_name("nmt/evaluate", seed)]))
+                            deps=_T + word_deps + [seed_name("nmt/evaluate", seed)]))
     return runs
 
 

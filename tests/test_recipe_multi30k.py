@@ -250,3 +250,41 @@ def test_students_of_another_seed_are_paired_and_named_by_seed(smoke_run, tmp_pa
     r = json.loads((work / "en-de" / "results" / "student_wordkd_nols_s2.json").read_text())
     assert r["seed"] == 2 and r["teacher"] == "teacher_nols"
     assert json.loads((work / "en-de" / "results" / "teacher_ls.json").read_text())["seed"] == 1
+
+
+def _first_train_loss(log_path):
+    m = re.search(r"\| train \| epoch 001 \| loss ([\d.]+)", log_path.read_text(encoding="utf-8", errors="replace"))
+    assert m, log_path
+    return float(m.group(1))
+
+
+def test_teacher_cache_students_match_online_students(smoke_run, tmp_path):
+    """--teacher-cache 1: the word-KD students of a seed read each teacher's top-k cache (made once,
+    on demand, by the teacher_cache steps) and run no teacher; with the same seed they get the
+    training loss of students that run the teacher online, up to the cache's float16 rounding."""
+    work, _ = smoke_run
+    online = tmp_path / "online"
+    shutil.copytree(work, online, symlinks=True)
+    cached = _run(work, "--stage", "student_wordkd", "--stop-stage", "student_wordkd", "--seed", "3",
+                  "--teacher-cache", "1", timeout=600)
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    assert "run  en-de.teacher_cache_ls" in cached.stderr and "run  en-de.teacher_cache_nols" in cached.stderr
+    plain = _run(online, "--stage", "student_wordkd", "--stop-stage", "student_wordkd", "--seed", "3", timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    for name in ("student_wordkd_ls_s3", "student_wordkd_nols_s3"):
+        log = (work / "logs" / f"en-de.{name}.log").read_text(encoding="utf-8", errors="replace")
+        assert "teacher cache: split 'train'" in log and "'teacher_path': ''" in log, name
+        assert "'teacher_cache': ''" in (online / "logs" / f"en-de.{name}.log").read_text(encoding="utf-8", errors="replace")
+        a = _first_train_loss(work / "logs" / f"en-de.{name}.log")
+        b = _first_train_loss(online / "logs" / f"en-de.{name}.log")
+        assert abs(a - b) <= 0.01 * max(1.0, abs(b)), (name, a, b)
+    # made once: a second seed reuses the caches
+    again = _run(work, "--stage", "student_wordkd", "--stop-stage", "student_wordkd", "--seed", "4",
+                 "--teacher-cache", "1", timeout=600)
+    assert again.returncode == 0 and "skip en-de.teacher_cache_ls" in again.stderr, again.stderr[-3000:]
+
+
+def test_bad_teacher_cache_value_is_refused(tmp_path):
+    res = _run(tmp_path / "w", "--teacher-cache", "yes", "--stop-stage", "prepare", timeout=120)
+    assert res.returncode != 0 and "TEACHER_CACHE: 'yes' is not 0 or 1" in res.stderr
+    assert not (tmp_path / "w" / "raw").exists()

@@ -106,6 +106,26 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
     for rid in ("vision__teacher_ls", "vision__student_ls_T1_seed2", "nmt__evaluate_seed1", "nmt__evaluate_seed2",
                 "analysis__vision_stability", "analysis__nmt_stability"):
         assert (out / ".done" / f"{rid}.json").is_file()
+    # the study runs on teacher caches: one vision cache per teacher, data arm and seed, read by every
+    # KD student of that teacher and seed (each T, the long-tailed arm); NMT word-KD students read
+    # lskd-teacher-cache caches; no KD student runs its teacher; the log reports what the caches saved
+    for s in (1, 2):
+        for teacher in ("teacher_ls", "teacher_nols", "lt_teacher_ls", "lt_teacher_nols"):
+            header = json.loads((out / "vision" / f"cache_{teacher}_seed{s}" / "cache.json").read_text())
+            assert header["epochs"] >= 1 and header["identity"]["options"]["seed"] == s, header
+        for student, cache in (("student_ls_T1", "teacher_ls"), ("student_ls_T2", "teacher_ls"),
+                               ("student_nols_T4", "teacher_nols"), ("lt_student_ls_T1", "lt_teacher_ls")):
+            cfg = json.loads((out / "vision" / f"{student}_seed{s}" / "metrics.json").read_text())["config"]
+            assert str(cfg["teacher_cache"]).endswith(f"cache_{cache}_seed{s}") and not cfg.get("teacher"), cfg
+    for step in ("student_wordkd_ls", "student_wordkd_nols_s2", "student_wordkd_ls_T2_s2"):
+        text = (out / "nmt" / "logs" / f"en-de.{step}.log").read_text()
+        assert "'teacher_cache': '" + str(out / "nmt" / "en-de" / "teacher_cache") in text, step
+        assert "'teacher_path': ''" in text, step
+    for name in ("teacher_ls", "teacher_nols"):
+        assert (out / "nmt" / "en-de" / "teacher_cache" / name / "train.topk.json").is_file()
+    assert re.search(r"teacher caches (saved|cost) ~\w+.*vision: 8 cache run\(s\).*read by 16 student\(s\).*"
+                     r"nmt: 1 cache run\(s\) built in \w+, read by 8 student", log), log[-3000:]
+    assert "Teacher caches: " in report
     # the smoke scale's time (target: under 10 minutes) is printed, not asserted: a timed
     # assertion fails on a loaded machine and proves nothing on an idle one
     print(f"smoke study with 2 seeds: {seconds:.0f} s")

@@ -24,6 +24,10 @@
 #  11 temperature_sweep  word-level KD students of each teacher at every T in KD_SWEEP_TEMPERATURES
 #                  other than KD_TEMPERATURE (student_wordkd_{ls,nols}_T<t>), scored and added to the
 #                  tables; nothing to do when KD_SWEEP_TEMPERATURES is empty (the default)
+#  12 teacher_cache  each teacher's top-KD_TOPK tokens and logits on the gold train/valid targets
+#                  (lskd-teacher-cache) -> WORK/<dir>/teacher_cache/<teacher>; made by stages 7 and 11
+#                  too when TEACHER_CACHE=1, and then their word-KD students read it instead of
+#                  running the teacher (same loss, teacher-free students)
 #
 # Scales: smoke = first 400/60/60 train/val/test lines, 1-layer models (dims 32 teacher, 16 student),
 #   100/8 updates (teacher lr 3e-3), beam 2: plumbing (CI); the teachers learn a little. cpu = all 29k pairs; teachers 3+3 layers d=128 ffn 512,
@@ -48,6 +52,7 @@
 #   STUDENT_LS=0.1       label smoothing of every student's hard-label term
 #   KD_ALPHA=0.5 KD_TEMPERATURE=1 KD_TOPK=4    word-level KD (weight of KD term, T, teacher top-k)
 #   KD_SWEEP_TEMPERATURES=""  e.g. "2 4": stage 11 trains word-KD students of both teachers at these T
+#   TEACHER_CACHE=0      1: word-KD students read the teachers' caches (stage 12) instead of running them
 #   SEQKD_BEAM=1 (4 at other scales)        beam of the teachers' translations of the training set (lskd-distill-data)
 #   SEQKD_BETA=1         sequence_distillation weight of the teacher's sequences (1: Kim & Rush;
 #                        STUDENT_LS then only smooths the gold term, which has weight 1-beta)
