@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lskd_fairseq.atomic import atomic_path
+
 from . import figures as figure_data
 from . import study_plan
 from .study_plan import fmt_dur
@@ -53,8 +55,8 @@ def vision_stability_all(study) -> Dict:
         if not os.path.isfile(os.path.join(study.vision_dir(name), "metrics.json")):
             complete = False
             continue
-        if os.path.isfile(js):
-            continue
+        if os.path.isfile(js) and os.path.getmtime(js) >= os.path.getmtime(ck):
+            continue  # measured since the model was last written
         keep = None
         if "teacher" in name:
             from lskd_vision.engine import load_checkpoint
@@ -63,9 +65,10 @@ def vision_stability_all(study) -> Dict:
             keep = figure_data.class_indices(figure_data.default_projection_classes(classes), classes)
         res = vision_stability(ck, split="test", batch_size=200, keep_features_of=keep, max_features_per_class=500)
         if keep is not None:
-            np.savez(os.path.join(out_dir, f"vision_{name}_features.npz"), features=res.pop("features"),
-                     labels=res.pop("feature_labels"), weight=res.pop("classifier_weight"),
-                     classes=np.asarray(keep))
+            with atomic_path(os.path.join(out_dir, f"vision_{name}_features.npz")) as tmp:
+                with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a temporary name
+                    np.savez(f, features=res.pop("features"), labels=res.pop("feature_labels"),
+                             weight=res.pop("classifier_weight"), classes=np.asarray(keep))
         study.log(f"  1-S of vision/{name}: {res['one_minus_S']:.4f} (test top-1 {res['accuracy']:.2f}%, "
                   f"ECE {res['calibration']['ece']:.4f})")
         figure_data.write_json(js, res)
@@ -94,8 +97,8 @@ def nmt_stability_all(study) -> Dict:
         if not os.path.isfile(ck):
             complete = False
             continue
-        if os.path.isfile(js):
-            continue
+        if os.path.isfile(js) and os.path.getmtime(js) >= os.path.getmtime(ck):
+            continue  # measured since the model was last written
         res = fairseq_stability(ck, data_bin=os.path.join(nmt_dir(study), "bin"), split="valid",
                                 top_tokens=study.scale.nmt.top_tokens)
         study.log(f"  1-S of nmt/{name}: {res['one_minus_S']:.5f} over {res['num_classes_used']} token classes "

@@ -484,10 +484,9 @@ class Study:
 
     def chain_s(self, rid: str) -> float:
         """Estimated seconds from the start of ``rid`` to the end of the longest chain of runs
-        that wait for it (critical-path length); cached."""
-        if rid not in self._chain:
-            after = [r.id for r in self.runs if rid in r.deps]
-            self._chain[rid] = self.by_id[rid].est_s + max((self.chain_s(a) for a in after), default=0.0)
+        that wait for it (``study_plan.chain_lengths``, computed once)."""
+        if not self._chain:
+            self._chain = study_plan.chain_lengths(self.runs)
         return self._chain[rid]
 
     def worker(self, wid: str) -> None:
@@ -522,7 +521,14 @@ class Study:
                     return
                 time.sleep(0.5)
                 continue
-            self.execute(pick, wid)
+            try:
+                self.execute(pick, wid)
+            except Exception as e:  # noqa: BLE001 - outside the run itself (reuse, marker): fail it, go on
+                with self._lock:
+                    self.status[pick.id] = "failed"
+                    self.failed.append(pick.id)
+                    self.current.pop(wid, None)
+                self.log(f"run {self.index[pick.id]}/{self.n_total} {pick.id}: FAILED: {type(e).__name__}: {e}")
 
     def run(self) -> int:
         self.make_dirs()

@@ -464,21 +464,37 @@ def fmt_dur(s: Optional[float]) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def estimate_makespan(runs: List[Run], jobs: int) -> float:
-    """Seconds the plan takes on ``jobs`` slots by its estimates, scheduled as lskd-study does
-    (the ready run with the longest chain of runs behind it first)."""
+def chain_lengths(runs: List[Run]) -> Dict[str, float]:
+    """For every run, the estimated seconds from its start to the end of the longest chain of
+    runs that wait for it (its critical-path length): lskd-study starts the ready run with the
+    longest chain first."""
     by_id = {r.id: r for r in runs}
+    after: Dict[str, List[str]] = {r.id: [] for r in runs}
+    for r in runs:
+        for d in r.deps:
+            if d in after:
+                after[d].append(r.id)
     chain: Dict[str, float] = {}
 
     def chain_s(rid: str) -> float:
         if rid not in chain:
-            after = [r.id for r in runs if rid in r.deps]
-            chain[rid] = by_id[rid].est_s + max((chain_s(a) for a in after), default=0.0)
+            chain[rid] = by_id[rid].est_s + max((chain_s(a) for a in after[rid]), default=0.0)
         return chain[rid]
+
+    for r in runs:
+        chain_s(r.id)
+    return chain
+
+
+def estimate_makespan(runs: List[Run], jobs: int) -> float:
+    """Seconds the plan takes on ``jobs`` slots by its estimates, scheduled as lskd-study does
+    (the ready run with the longest chain of runs behind it first)."""
+    by_id = {r.id: r for r in runs}
+    chain = chain_lengths(runs)
 
     done: Dict[str, float] = {}  # run -> end time
     slots = [0.0] * max(1, jobs)
-    pending = sorted(runs, key=lambda r: -chain_s(r.id))
+    pending = sorted(runs, key=lambda r: -chain[r.id])
     while pending:
         k = min(range(len(slots)), key=lambda i: slots[i])
         now = slots[k]

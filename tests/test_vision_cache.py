@@ -314,6 +314,9 @@ def test_cache_cli_refusals_extension_and_overwrite(data, teacher, cache, tmp_pa
         assert "--fp16 needs a CUDA device" in capsys.readouterr().err
     assert build_cache(data, teacher, tmp_path / "e", epochs=0) == 2
     assert "--epochs must be >= 1" in capsys.readouterr().err
+    # the data options are checked as lskd-vision-train checks them, non-finite values included
+    assert build_cache(data, teacher, tmp_path / "i", "--imbalance-factor", "inf") == 2
+    assert "--imbalance-factor must be" in capsys.readouterr().err and not (tmp_path / "i").exists()
     assert vision_cache.main([data, "--teacher", str(tmp_path / "none.pt"), "--out", str(tmp_path / "n"),
                               "--epochs", "1", "--seed", "0"]) == 2
     assert "does not exist" in capsys.readouterr().err

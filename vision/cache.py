@@ -34,7 +34,7 @@ from . import soft_labels as cache_format
 from .engine import CheckpointError, _autocast, load_teachers, style_input
 from .data import DatasetError
 from .models import UnknownArchitectureError
-from .options import NUMERIC_OPTIONS, HelpFormatter, UsageError, resolve_teacher_archs
+from .options import HelpFormatter, UsageError, check_numeric_options, resolve_teacher_archs
 from .train import _device, add_data_args, prepare_data
 
 
@@ -69,10 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args) -> None:
-    # the numeric options shared with lskd-vision-train, with its ranges and messages
-    for option, attr, valid, must in NUMERIC_OPTIONS:
-        if hasattr(args, attr) and not valid(getattr(args, attr)):
-            raise UsageError(f"{option} must be {must}, got {getattr(args, attr)}")
+    check_numeric_options(args)  # the data options shared with lskd-vision-train, its ranges and messages
     if args.k < 1:
         raise UsageError(f"--k must be >= 1, got {args.k}")
     resolve_teacher_archs(args)
@@ -145,8 +142,13 @@ def _prepare_folder(args, spec: Dict) -> int:
 
 
 def _discard(out: str) -> None:
-    for f in os.listdir(out):
-        if f.startswith("epoch_") and f.endswith(".npy") or f in (cache_format.HEADER, cache_format.PENDING):
+    """Remove a cache's epoch files, then its header and pending record: interrupted half way,
+    the folder still names the options its remaining epochs were made with."""
+    for f in sorted(os.listdir(out)):
+        if f.startswith("epoch_") and f.endswith(".npy"):
+            os.unlink(os.path.join(out, f))
+    for f in (cache_format.HEADER, cache_format.PENDING):
+        if os.path.isfile(os.path.join(out, f)):
             os.unlink(os.path.join(out, f))
 
 

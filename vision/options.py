@@ -53,14 +53,22 @@ NUMERIC_OPTIONS = [
 ]
 
 
-def check_numbers(args) -> None:
-    """Refuse a numeric option out of its range (or not finite) with one line naming it."""
+def check_numeric_options(args) -> None:
+    """Refuse a numeric option out of its range (or not finite) with one line naming it; options
+    the command does not have (lskd-vision-cache has only the data options) are skipped."""
     for option, attr, valid, must in NUMERIC_OPTIONS:
-        v = getattr(args, attr, None)
+        if not hasattr(args, attr):
+            continue
+        v = getattr(args, attr)
         values = v if isinstance(v, (list, tuple)) else [v]
         if any(isinstance(x, float) and not math.isfinite(x) for x in values) or not valid(v):
             shown = " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
             raise UsageError(f"{option} must be {must}, got {shown}")
+
+
+def check_numbers(args) -> None:
+    """Every numeric option of lskd-vision-train, and the KD options together."""
+    check_numeric_options(args)
     try:
         check_kd_options(args.label_smoothing, 0.0 if args.kd_alpha is None else args.kd_alpha,
                          args.kd_temperature, args.kd_topk)

@@ -110,10 +110,6 @@ class TranslationKDConfig(TranslationConfig):
     )
 
 
-class DistilledDataError(ArtifactError):
-    """Gold and distilled data that do not belong together."""
-
-
 class _KDCollater:
     """Wraps a LanguagePairDataset's collater: adds the distilled targets and cached
     teacher top-k of the batch's samples, looked up by sample id."""
