@@ -6,8 +6,11 @@ Does a label-smoothed teacher distill worse? The study trains, on real data,
   without LS; students without KD, with word-level KD from each teacher at T=1,
   and with sequence-level KD from each teacher; test-set sacreBLEU;
 * CIFAR-10 through ``lskd-vision-train``: teachers with and without LS; a student
-  without KD and students of each teacher at T in {1, 2, 4} (soft labels only);
+  without KD and students of each teacher at several T (soft labels only);
 
+KD students read teacher caches (``lskd-vision-cache`` per teacher and seed, the
+recipe's ``teacher_cache`` stage for NMT) instead of running their teachers; the
+log and the report say what the caches saved. It then
 measures 1-S (Shen et al.'s stability metric) and ECE of every model, draws the
 paper's figures and writes ``report.md`` beside them, each table next to the
 paper's published numbers and each claim given a verdict (reproduced, contradicted,
