@@ -116,7 +116,8 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
         for student, cache in (("student_ls_T1", "teacher_ls"), ("student_ls_T2", "teacher_ls"),
                                ("student_nols_T4", "teacher_nols"), ("lt_student_ls_T1", "lt_teacher_ls")):
             cfg = json.loads((out / "vision" / f"{student}_seed{s}" / "metrics.json").read_text())["config"]
-            assert str(cfg["teacher_cache"]).endswith(f"cache_{cache}_seed{s}") and not cfg.get("teacher"), cfg
+            assert cfg["teacher_cache"]["path"].endswith(f"cache_{cache}_seed{s}") and not cfg["teachers"], cfg
+            assert cfg["teacher_cache"]["seed"] == s and cfg["seed"] == s
     for step in ("student_wordkd_ls", "student_wordkd_nols_s2", "student_wordkd_ls_T2_s2"):
         text = (out / "nmt" / "logs" / f"en-de.{step}.log").read_text()
         assert "'teacher_cache': '" + str(out / "nmt" / "en-de" / "teacher_cache") in text, step
