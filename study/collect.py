@@ -10,6 +10,7 @@ returns plain dicts; the verdicts (``verdicts.py``) and the report
 
 import json
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -209,8 +210,6 @@ def accounts(study) -> Dict:
 def _fairseq_tokens(log_path: str) -> Optional[float]:
     """Target tokens a fairseq-train run saw in training batches: the ``wpb`` of its last training
     log line (an interval's or an epoch's) times its ``num_updates`` (None when there is none)."""
-    import re
-
     try:
         with open(log_path, encoding="utf-8", errors="replace") as f:
             lines = [ln for ln in f if ("| train |" in ln or "train_inner" in ln) and "num_updates" in ln]
@@ -237,7 +236,7 @@ def cache_savings(study) -> List[Dict]:
     (``CACHE_SAVINGS_HOW``); ``saved_s`` is negative when a cache has too few readers."""
     rows = []
     for r in study.runs:
-        if r.kind not in ("vision_cache", "recipe_stage") or (r.kind == "recipe_stage" and r.args.get("stage") != "teacher_cache"):
+        if r.kind != "vision_cache" and r.id != study_plan.NMT_CACHE[0]:
             continue
         m = load_json(study.marker(r.id))
         if not m:
@@ -248,11 +247,10 @@ def cache_savings(study) -> List[Dict]:
             teacher_s = build * len(readers)
             n_readers = len(readers)
         else:
-            work_dir = os.path.join(study.nmt_work, "en-de")
             tokens = 0.0
-            for name in ("teacher_ls", "teacher_nols"):
+            for name in NMT_TEACHERS:
                 for split in ("train", "valid"):
-                    h = load_json(os.path.join(work_dir, "teacher_cache", name, f"{split}.topk.json")) or {}
+                    h = load_json(os.path.join(nmt_dir(study), "teacher_cache", name, f"{split}.topk.json")) or {}
                     tokens += float(h.get("n_tokens") or 0)
             steps = [st for x in readers for st in x.args.get("steps", [])]
             read = [_fairseq_tokens(os.path.join(study.nmt_work, "logs", f"en-de.{st}.log")) for st in steps]

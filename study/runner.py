@@ -181,14 +181,19 @@ class Study:
     def vision_dir(self, name: str) -> str:
         return os.path.join(self.out, "vision", name)
 
+    def vision_data_settings(self, a: Dict) -> Dict:
+        """Training images per class and validation carve of a vision run (or of the students a
+        cache is made for): long-tailed runs keep every image and carve nothing."""
+        v = self.scale.vision
+        lt = bool(a.get("imbalance"))
+        per_class = 0 if lt else (v.train_per_class if a.get("role") == "teacher" else v.student_train_per_class)
+        return {"train_per_class": per_class, "val_fraction": v.long_tail_val_fraction if lt else v.val_fraction}
+
     def vision_settings(self, r: study_plan.Run) -> Dict:
         """The lskd-vision-train settings of a vision run (also what a reused run must match)."""
         v, a = self.scale.vision, r.args
-        lt = bool(a.get("imbalance"))
-        per_class = 0 if lt else (v.train_per_class if a.get("role") == "teacher" else v.student_train_per_class)
         return {"arch": a["arch"], "epochs": a["epochs"], "label_smoothing": float(a["ls"]),
-                "ls_convention": v.ls_convention, "train_per_class": per_class,
-                "val_fraction": v.long_tail_val_fraction if lt else v.val_fraction,
+                "ls_convention": v.ls_convention, **self.vision_data_settings(a),
                 "split_seed": 0, "seed": int(a.get("seed", 0)), "batch_size": v.batch_size, "lr": v.lr,
                 "weight_decay": v.weight_decay, "sched": "cosine", "warmup_epochs": v.warmup_epochs,
                 "nesterov": v.nesterov, "kd_alpha": 1.0 if a.get("teacher") else 0.0,
@@ -228,14 +233,14 @@ class Study:
         and epochs, so that they find exactly their views in it."""
         v, a = self.scale.vision, r.args
         lt = bool(a.get("imbalance"))
+        d = self.vision_data_settings(a)  # the students' own data options
         cmd = [os.path.join(os.path.dirname(sys.executable), "lskd-vision-cache"), self.vision_data(),
                "--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
                "--out", self.vision_dir(r.id.split("/", 1)[1]), "--epochs", str(a["epochs"]),
-               "--seed", str(a["seed"]),
-               "--val-fraction", f"{v.long_tail_val_fraction if lt else v.val_fraction:g}",
+               "--seed", str(a["seed"]), "--val-fraction", f"{d['val_fraction']:g}",
                "--workers", "0", "--threads", str(self.threads), "--no-progress"]
-        if not lt and v.student_train_per_class:
-            cmd += ["--train-per-class", str(v.student_train_per_class)]
+        if d["train_per_class"]:
+            cmd += ["--train-per-class", str(d["train_per_class"])]
         if lt:
             cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
         if "--amp" in v.extra:
