@@ -17,7 +17,7 @@ from .collect import (CACHE_SAVINGS_HOW, NMT_NAMES, acc, accounts, bleu, cache_s
 from .stats import INCONCLUSIVE, paired_diffs, t_interval
 from .verdicts import MARGINS_WHY, Row, interval_text
 
-BUDGET_S = 3 * 3600  # the cpu scale's target: the whole study within 3 hours on 2 cores
+BUDGET_S = study_plan.BUDGET_S
 
 
 def f2(x, nd=2, pct=False) -> str:
@@ -52,6 +52,8 @@ def header(study, L: List[str]) -> None:
     else:
         L.append("> " + study.scale.note)
     L.append("")
+    L.append(precision_line(study))
+    L.append("")
     missing = [r.id for r in study.runs if not study.is_done(r.id)]
     if missing or study.failed:
         L.append(f"**Incomplete:** {len(missing)} of {len(study.runs)} runs have not finished: {', '.join(missing)}"
@@ -59,6 +61,22 @@ def header(study, L: List[str]) -> None:
                     "see `logs/`)" if study.failed else "")
                  + ". Tables show what exists; rerun the same command to resume.")
         L.append("")
+
+
+def precision_line(study) -> str:
+    """The precision and memory format the runs recorded (config.json), against the plan's."""
+    seen = {}
+    for r in study.runs:
+        if r.kind in ("vision_train", "vision_cache"):
+            cfg = load_json(os.path.join(study.vision_dir(r.id.split("/", 1)[1]),
+                                         "config.json" if r.kind == "vision_train" else "cache.json")) or {}
+            key = (cfg.get("precision", "float32"), cfg.get("memory_format", "contiguous"))
+            if cfg:
+                seen[key] = seen.get(key, 0) + 1
+    recorded = "; ".join(f"{n} run(s) in {p} ({mf})" for (p, mf), n in sorted(seen.items())) or "none yet"
+    return (f"**Precision:** the plan chose `{study_plan.PRECISION}` for CPU runs "
+            f"({study_plan.precision_reason()}). Vision runs recorded: {recorded}. NMT: the recipe's "
+            f"`BF16={study.scale.nmt.recipe_options.get('BF16', 'auto')}`.")
 
 
 def claims_section(rows: List[Row], L: List[str]) -> None:
@@ -155,19 +173,34 @@ def teacher_targets_text(study, curves: List[Dict]) -> str:
         target, unit = TEACHER_TARGETS[track]
         gap = c["test"] - target
         parts.append(f"{c['label']} {c['test']:.2f} ({'meets it' if gap >= 0 else f'misses by {-gap:.2f}'})")
-    cost = (f"Why: the cpu scale is sized to finish within {BUDGET_S // 3600} hours on 2 cores, so its CIFAR-10 "
-            f"teachers train for {v.teacher_epochs} epochs and its Multi30k teachers stop at "
-            f"{n.recipe_options.get('MAX_UPDATE_TEACHER', n.max_update_teacher)} updates at most. At the measured "
-            f"one-thread speeds (~{study_plan.TRAIN_IMG_PER_S.get(v.teacher_arch, 0):.0f} images/s for a "
-            f"{v.teacher_arch}; ~1.2 updates/s, 283 updates an epoch, for the Multi30k teacher) the 30 epochs "
-            "this project planned for the 88% target cost ~2.7 h per CIFAR-10 teacher, and the recipe's "
-            "early-stopped schedule (up to 12,000 updates, ~42 epochs) up to ~2.8 h per Multi30k teacher: "
-            "the converged teachers alone would take longer than the whole budget, so the study traded teacher "
-            "convergence for the 3 seeds its statistics need. `recipes/multi30k/run.sh --scale cpu` still trains "
-            "its teachers to early stopping (up to 12,000 updates).")
+    cost = teacher_cost_text(study)
     return (f"Targets: CIFAR-10 teachers ≥ {TEACHER_TARGETS['vision'][0]:g}{TEACHER_TARGETS['vision'][1]}, "
             f"Multi30k teachers ≥ {TEACHER_TARGETS['nmt'][0]:g}{TEACHER_TARGETS['nmt'][1]}. Measured: "
             + ("; ".join(parts) if parts else "no teacher has finished") + ". " + cost)
+
+
+def teacher_cost_text(study) -> str:
+    """What each finished teacher cost, from its run record (done-marker seconds; images a second
+    from its metrics.json), and the schedule the scale gave it. Only measured figures."""
+    v, n = study.scale.vision, study.scale.nmt
+    per_run = accounts(study)["per_run"]
+    parts = []
+    for name in ("teacher_nols", "teacher_ls"):
+        m = load_json(os.path.join(study.vision_dir(name), "metrics.json"))
+        secs = per_run.get(f"vision/{name}")
+        if m and secs:
+            imgs = (m.get("dataset") or {}).get("sizes", {}).get("train", 0) * int(m.get("epochs") or 0)
+            speed = imgs / float(m["train_time_s"]) if m.get("train_time_s") else 0.0
+            parts.append(f"vision/{name}: {m.get('epochs')} epochs in {fmt_dur(secs)} "
+                         f"({speed:.0f} training images/s, {(m.get('config') or {}).get('precision', 'float32')})")
+    for name in ("teacher_ls", "teacher_nols"):
+        secs = per_run.get(f"nmt/{name}")
+        if secs:
+            parts.append(f"nmt/{name}: {fmt_dur(secs)}")
+    return (f"Schedules: CIFAR-10 teachers {v.teacher_epochs} epochs (fixed, cosine); Multi30k teachers early-stopped "
+            f"on validation BLEU, at most {n.recipe_options.get('MAX_UPDATE_TEACHER', n.max_update_teacher)} updates. "
+            "Measured cost (this study's run records): " + ("; ".join(parts) if parts else "no teacher has finished")
+            + ".")
 
 
 def table1(study, d: Dict, L: List[str]) -> None:

@@ -243,9 +243,7 @@ class Study:
             cmd += ["--train-per-class", str(d["train_per_class"])]
         if lt:
             cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
-        if "--amp" in v.extra:
-            cmd += ["--fp16"]
-        return cmd
+        return cmd + study_plan.amp_args(v.extra)  # the teacher runs in the students' precision
 
     def recipe_cmd(self, r: study_plan.Run) -> List[str]:
         seed = r.args.get("seed")
@@ -541,6 +539,7 @@ class Study:
                  f"({self.jobs} run(s) at a time, {self.threads} thread(s) each, {len(self.seeds)} seed(s)); "
                  f"first estimate ~{fmt_dur(self.study_eta())}")
         self.log(self.scale.note)
+        self.log(study_plan.plan_time_line(self.scale_name, self.runs, self.jobs))
         ths = [threading.Thread(target=self.worker, args=(f"w{k + 1}",), name=f"w{k + 1}", daemon=True)
                for k in range(self.jobs)]
         for t in ths:

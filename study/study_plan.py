@@ -47,25 +47,85 @@ def data_paths(root: Optional[str] = None) -> Dict[str, str]:
             "multi30k": os.path.join(root, "multi30k")}
 
 
-# One-thread CPU training throughput (images a second, batch 128, CIFAR-10 augmentation, images
-# decoded in RAM) measured on the 2-core machine with two such runs side by side (1 Dec 2026:
-# lskd-vision-train on 10,000 images), and the cost of a teacher's forward pass per image (a
-# cache, or an online KD student): the first estimates of the cpu scale.
-TRAIN_IMG_PER_S = {"resnet20": 137.0, "resnet8": 300.0}
-FORWARD_S_PER_IMG = {"resnet20": 0.0021, "resnet8": 0.0009}
+# One-thread CPU throughput of lskd-vision-train end to end (images a second: batch 128, CIFAR-10
+# augmentation, images decoded once into RAM, validation excluded) with two such runs side by side on
+# the 2-core machine, per precision, and the cost of a teacher's forward pass per image (a cache, or
+# an online KD student). Measured 6 Dec 2026 (AVX-512 with avx512_bf16, no AMX; see
+# docs/benchmarks.md): the estimates of the cpu scale. The report replaces them by measured times.
+TRAIN_IMG_PER_S = {
+    "bfloat16": {"resnet20": 330.0, "resnet8": 900.0},
+    "float32": {"resnet20": 150.0, "resnet8": 380.0},
+}
+FORWARD_S_PER_IMG = {
+    "bfloat16": {"resnet20": 0.0009, "resnet8": 0.0004},
+    "float32": {"resnet20": 0.0021, "resnet8": 0.0009},
+}
+# fairseq-train updates a second of the Multi30k recipe's cpu teacher (3+3 layers, d=128, 2048 tokens,
+# validation BLEU each epoch included) and student (2+2, d=64, 1024 tokens), one thread, two runs side
+# by side; measured 6 Dec 2026 (see docs/benchmarks.md)
+NMT_UPDATES_PER_S = {
+    "bfloat16": {"teacher": 6.0, "student": 14.0},
+    "float32": {"teacher": 4.5, "student": 12.0},
+}
 CIFAR10_TRAIN_PER_CLASS = 5000
 CIFAR10_CLASSES = 10
 
 
-def vision_train_s(arch: str, images: int, epochs: int, teacher_arch: Optional[str] = None) -> float:
+def cpu_precision() -> str:
+    """``bfloat16`` where this CPU computes bf16 in hardware (AMX or AVX-512 BF16), else ``float32``:
+    the precision of the study's CPU runs (``lskd_vision.precision.cpu_has_bf16``)."""
+    if os.environ.get("LSKD_STUDY_PRECISION") in ("float32", "bfloat16"):  # tests and comparisons
+        return os.environ["LSKD_STUDY_PRECISION"]
+    from lskd_vision.precision import cpu_has_bf16
+
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+PRECISION = cpu_precision()
+BUDGET_S = 2 * 3600  # the cpu scale's target: the whole study within 2 hours on 2 cores, in one go
+
+
+def precision_reason() -> str:
+    if os.environ.get("LSKD_STUDY_PRECISION"):
+        return f"LSKD_STUDY_PRECISION={os.environ['LSKD_STUDY_PRECISION']}"
+    from lskd_vision.precision import cpu_bf16_description
+
+    return cpu_bf16_description()
+
+
+def vision_train_s(arch: str, images: int, epochs: int, teacher_arch: Optional[str] = None,
+                   precision: str = PRECISION) -> float:
     """Estimated seconds of one lskd-vision-train run on one CPU thread."""
-    per_img = 1.0 / TRAIN_IMG_PER_S.get(arch, 100.0)
+    per_img = 1.0 / TRAIN_IMG_PER_S[precision].get(arch, 100.0)
     if teacher_arch:
-        per_img += FORWARD_S_PER_IMG.get(teacher_arch, 0.004)
+        per_img += FORWARD_S_PER_IMG[precision].get(teacher_arch, 0.004)
     return images * epochs * per_img * 1.1  # + validation and test passes
 
 
+def precision_args(precision: str = PRECISION) -> List[str]:
+    """lskd-vision-train / lskd-vision-cache options of a CPU run in ``precision``."""
+    return ["--amp", "--amp-dtype", "bfloat16", "--channels-last"] if precision == "bfloat16" else []
+
+
+def amp_args(extra: List[str]) -> List[str]:
+    """The precision and memory-format options among a vision run's extra options (what its
+    teacher cache must run with too)."""
+    out, i = [], 0
+    while i < len(extra):
+        if extra[i] in ("--amp", "--channels-last"):
+            out.append(extra[i])
+        elif extra[i] == "--amp-dtype" and i + 1 < len(extra):
+            out += extra[i:i + 2]
+            i += 1
+        i += 1
+    return out
+
+
 SCALES = ("smoke", "cpu", "full")
+# the cpu scale's training lengths (chosen from the speeds above to fit BUDGET_S; see the cpu note)
+CPU_TEACHER_EPOCHS = 15
+CPU_STUDENT_EPOCHS = 8
+CPU_NMT_TEACHER_UPDATES = 12000
 
 
 @dataclass
@@ -133,6 +193,11 @@ class Scale:
     jobs: int  # tracks run side by side (1 thread each when 2)
     note: str
     seeds: int = 3  # every student is trained once per seed (1..seeds); teachers once
+    # the NMT track's students use the first nmt_seeds of those seeds (0: all of them)
+    nmt_seeds: int = 0
+
+    def nmt_seed_list(self, seeds: List[int]) -> List[int]:
+        return list(seeds[: self.nmt_seeds]) if self.nmt_seeds else list(seeds)
 
 
 SCALE_DEFS: Dict[str, Scale] = {
@@ -156,33 +221,43 @@ SCALE_DEFS: Dict[str, Scale] = {
     "cpu": Scale(
         name="cpu",
         vision=VisionScale(
-            # sized to the 3-hour budget on 2 cores (see the note): teachers on the whole training set
-            # less the seeded 10% validation carve (45,000 images), 3 epochs of SGD with Nesterov
-            # momentum 0.9, weight decay 5e-4, one warm-up epoch and a cosine schedule; students:
-            # ResNet-8 on 1,000 images a class for 4 epochs, reading the teachers' soft-label caches
-            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=3, student_epochs=4,
+            # sized to the 2-hour budget on 2 cores from the speeds measured on 6 Dec (see the note):
+            # teachers on the whole training set less the seeded 10% validation carve (45,000 images),
+            # CPU_TEACHER_EPOCHS epochs of SGD with Nesterov momentum 0.9, weight decay 5e-4, one warm-up
+            # epoch and a cosine schedule; students: ResNet-8 on 1,000 images a class, reading the
+            # teachers' soft-label caches; the long-tailed arm on CIFAR-10-LT (imbalance 100)
+            teacher_arch="resnet20", student_arch="resnet8", teacher_epochs=CPU_TEACHER_EPOCHS,
+            student_epochs=CPU_STUDENT_EPOCHS,
             batch_size=128, lr=0.1, temperatures=[1, 4], nesterov=True, warmup_epochs=1.0,
             train_per_class=0, student_train_per_class=1000, val_fraction=0.1,
-            long_tail_imbalance=0, shot_thresholds=(1500, 200),
-            est_teacher_s=vision_train_s("resnet20", 45000, 3),
-            est_student_s=vision_train_s("resnet8", 10000, 4) + 40,
-            est_cache_s=10000 * 4 * FORWARD_S_PER_IMG["resnet20"] + 15,
+            long_tail_imbalance=100, shot_thresholds=(1500, 200),
+            extra=precision_args(),
+            est_teacher_s=vision_train_s("resnet20", 45000, CPU_TEACHER_EPOCHS),
+            est_student_s=vision_train_s("resnet8", 10000, CPU_STUDENT_EPOCHS) + 20,
+            est_cache_s=10000 * CPU_STUDENT_EPOCHS * FORWARD_S_PER_IMG[PRECISION]["resnet20"] + 15,
         ),
-        # teachers: the recipe's cpu models, capped at 1100 updates of 2048 tokens (~4 epochs; ~1.2
-        # updates/s on one thread); students: 500 updates of 1024 tokens
-        nmt=NmtScale("cpu", 1100, 500, est_teacher_s=1000, est_student_s=150, est_other_s=60,
-                     est_distill_s=180, est_eval_s=40, est_cache_s=120,
-                     recipe_options={"MAX_UPDATE_TEACHER": "1100", "MAX_UPDATE_STUDENT": "500"}),
+        # teachers: the recipe's cpu models, early-stopped on validation BLEU (patience 5 epochs), at
+        # most CPU_NMT_TEACHER_UPDATES updates of 2048 tokens; students: the recipe's 1000 updates
+        nmt=NmtScale("cpu", CPU_NMT_TEACHER_UPDATES, 1000,
+                     est_teacher_s=CPU_NMT_TEACHER_UPDATES / NMT_UPDATES_PER_S[PRECISION]["teacher"] * 1.15,
+                     est_student_s=1000 / NMT_UPDATES_PER_S[PRECISION]["student"] + 15, est_other_s=90,
+                     est_distill_s=150, est_eval_s=25, est_cache_s=150, kd_sweep_temperatures=[2, 4],
+                     recipe_options={"MAX_UPDATE_TEACHER": str(CPU_NMT_TEACHER_UPDATES),
+                                     "BF16": "yes" if PRECISION == "bfloat16" else "no"}),
         jobs=2,
         seeds=3,
+        nmt_seeds=2,
         note=(
-            "cpu scale, sized to finish in under 3 hours on the 2-core machine: Multi30k en-de with the "
-            "recipe's cpu models (teachers capped at 1100 updates, students 500 updates) and CIFAR-10 "
-            "with ResNet-20 teachers trained on the whole training set (less the validation carve) for "
-            "3 epochs and ResNet-8 students on 1,000 images a class for 4 epochs, at T = 1 and 4. "
-            "KD students read teacher caches. Teachers are trained once per setting; every student "
-            "once per seed (3), paired by seed. The teachers are far from converged and the long-tailed "
-            "arm is left out: what each would cost is in the report. Far below the paper's settings."
+            "cpu scale, sized to finish within 2 hours on the 2-core machine "
+            f"({'bfloat16 autocast + channels_last' if PRECISION == 'bfloat16' else 'float32'}): Multi30k "
+            "en-de with the recipe's cpu models (teachers early-stopped on validation BLEU, at most "
+            f"{CPU_NMT_TEACHER_UPDATES} updates; students 1000 updates; word-level KD at T = 1, 2, 4) and "
+            f"CIFAR-10 with ResNet-20 teachers trained on the whole training set (less the validation "
+            f"carve) for {CPU_TEACHER_EPOCHS} epochs and ResNet-8 students on 1,000 images a class for "
+            f"{CPU_STUDENT_EPOCHS} epochs at T = 1 and 4, plus the long-tailed arm (CIFAR-10-LT, "
+            "imbalance 100: teachers and T=1 students). KD students read teacher caches. Teachers are "
+            "trained once per setting; vision students once per seed (3), NMT students for the first 2 "
+            "seeds, paired by seed. Far below the paper's settings."
         ),
     ),
     "full": Scale(
@@ -435,7 +510,7 @@ def plan(scale_name: str, work: str, tracks=("nmt", "vision"), seeds: Optional[i
     seed_list = list(range(1, (seeds or scale.seeds) + 1))
     runs: List[Run] = []
     if "nmt" in tracks:
-        runs += nmt_runs(scale, work, seed_list)
+        runs += nmt_runs(scale, work, scale.nmt_seed_list(seed_list))
     if "vision" in tracks:
         runs += vision_runs(scale, work, seed_list)
     if "vision" in tracks:
@@ -451,6 +526,18 @@ def plan(scale_name: str, work: str, tracks=("nmt", "vision"), seeds: Optional[i
                         deps=["nmt/teacher_ls", "nmt/teacher_nols", seed_name("nmt/student_wordkd", seed_list[0])],
                         soft=True, unit="model"))
     return runs
+
+
+def plan_time_line(scale_name: str, runs: List[Run], jobs: int) -> str:
+    """The precision the CPU runs use and what the plan's estimate says against the budget (printed
+    before the study starts: on a CPU without bf16 the cpu scale takes longer than it is sized for)."""
+    span = estimate_makespan(runs, jobs)
+    line = (f"precision: {PRECISION} ({precision_reason()}); estimated ~{fmt_dur(span)} on {jobs} job slot(s) "
+            f"at the speeds measured in {PRECISION}")
+    if scale_name == "cpu" and span > BUDGET_S:
+        line += (f": LONGER than the {BUDGET_S // 3600} h the cpu scale is sized for"
+                 + (" (it is sized for bfloat16 speeds; this CPU runs float32)" if PRECISION != "bfloat16" else ""))
+    return line
 
 
 def fmt_dur(s: Optional[float]) -> str:

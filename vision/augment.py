@@ -128,5 +128,33 @@ class SeededViews:
             x = x.flip(-1)
         return (x - self.mean) / self.std
 
+    def batch(self, images: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+        """CIFAR style, batched: the views of ``images[indices]`` (uint8 ``[N, 3, s, s]``, already at
+        ``img_size``) as one ``[B, 3, s, s]`` tensor, equal bit for bit to ``self(image_i, i)``.
 
-__all__ = ["VIEW_RULE", "SeededViews", "resized_crop_box", "view_generator"]
+        The crop box and flip come from ``params`` (the same (seed, epoch, index) rule);
+        zero-padding, crop and flip are one gather on uint8 (the padding's 0 is 0.0
+        after ``/255``), then ``x / 255``, ``- mean``, ``/ std`` as ``__call__`` does."""
+        if self.style != "cifar":
+            raise ValueError("SeededViews.batch is the CIFAR-style (pad + crop + flip) view only")
+        s, p = self.img_size, self.padding
+        if tuple(images.shape[-3:]) != (3, s, s) or images.dtype != torch.uint8:
+            raise ValueError(f"SeededViews.batch needs uint8 images of shape [N, 3, {s}, {s}]")
+        params = torch.tensor([self.params(int(i), s, s) for i in indices], dtype=torch.long).view(-1, 3)
+        top, left, flip = params[:, 0], params[:, 1], params[:, 2].bool()
+        n = params.size(0)
+        padded = images.new_zeros(n, 3, s + 2 * p, s + 2 * p)
+        padded[:, :, p:p + s, p:p + s] = images[torch.as_tensor(indices, dtype=torch.long)]
+        ar = torch.arange(s)
+        rows = (top[:, None] + ar).view(n, 1, s, 1).expand(n, 3, s, s + 2 * p)
+        cols = (left[:, None] + torch.where(flip[:, None], s - 1 - ar, ar)).view(n, 1, 1, s).expand(n, 3, s, s)
+        x = padded.gather(2, rows).gather(3, cols)  # crop rows, then columns (reversed where flipped)
+        return normalise_uint8(x, self.mean, self.std)
+
+
+def normalise_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(to_tensor(x) - mean) / std`` of a uint8 batch, with torchvision's op order (float32, /255)."""
+    return (x.to(torch.float32).div(255) - mean) / std
+
+
+__all__ = ["VIEW_RULE", "SeededViews", "normalise_uint8", "resized_crop_box", "view_generator"]

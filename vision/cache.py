@@ -31,11 +31,12 @@ import torch
 from lskd_fairseq.atomic import atomic_path, atomic_write_json
 
 from . import soft_labels as cache_format
-from .engine import CheckpointError, _autocast, load_teachers, style_input
+from .engine import CheckpointError, load_teachers, style_input
 from .data import DatasetError
 from .models import UnknownArchitectureError
 from .options import HelpFormatter, UsageError, check_numeric_options, resolve_teacher_archs
-from .train import _device, add_data_args, prepare_data
+from .precision import add_precision_args, as_precision, resolve_precision
+from .runtime import add_data_args, device_from_spec, prepare_data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{cache_format.FULL_MAX_CLASSES} (otherwise all logits are stored)")
     p.add_argument("--batch-size", "-b", type=int, default=256, help="views per teacher forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--fp16", action="store_true", help="run the teacher under float16 autocast (CUDA only)")
+    add_precision_args(p, fp16_alias=True)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     p.add_argument("--overwrite", action="store_true",
                    help="discard a (partial) cache in --out that was made with other options")
@@ -157,6 +158,8 @@ def _write_epoch(args, epoch, loader, dataset, teacher, device, spec, bar) -> fl
     n, k, storage = len(dataset), spec["k"], spec["storage"]
     files = cache_format.epoch_files(args.out, epoch, storage)
     dtypes = ([cache_format.index_dtype(spec["num_classes"])] if storage == "topk" else []) + [np.float16]
+    # args.precision (set by run); callers with only the old ``fp16`` flag get float16 autocast for it
+    precision = getattr(args, "precision", None) or as_precision(bool(getattr(args, "fp16", False)))
     dataset.set_epoch(epoch)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -164,9 +167,10 @@ def _write_epoch(args, epoch, loader, dataset, teacher, device, spec, bar) -> fl
         maps = [np.lib.format.open_memmap(t, mode="w+", dtype=d, shape=(n, k)) for t, d in zip(tmps, dtypes)]
         seen = 0
         for x, _, idx in loader:
-            x = x.to(device, non_blocking=True)
-            with torch.no_grad(), _autocast(device, args.fp16):
-                z = teacher(x).float()
+            x = precision.input(x, device)
+            with torch.no_grad(), precision.autocast(device):
+                z = teacher(x)
+            z = z.float()  # stored as float16 from float32, whatever the teacher ran in
             if storage == "topk":
                 z, ids = z.topk(k, dim=-1)
                 maps[0][idx.numpy()] = ids.cpu().numpy().astype(dtypes[0])
@@ -188,15 +192,15 @@ def _write_epoch(args, epoch, loader, dataset, teacher, device, spec, bar) -> fl
 
 def run(args) -> Dict:
     _check_args(args)
-    device = _device(args.device, 0)
-    if args.fp16 and device.type != "cuda":
-        raise UsageError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
+    device = device_from_spec(args.device, 0)
+    args.precision = resolve_precision(args, device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     ds, info = prepare_data(args, 0, 1)
     # exactly as lskd-vision-train loads it: the same views reach the same teacher input
     teacher = load_teachers(args.teacher, info["num_classes"], info["classes"], device=device,
                             archs=args.teacher_arch, student_input=style_input(args.input_style, args.img_size))
+    teacher = args.precision.model(teacher)
     spec = _spec(args, ds, info, teacher)
     os.makedirs(args.out, exist_ok=True)
     have = _prepare_folder(args, spec)
@@ -213,7 +217,7 @@ def run(args) -> Dict:
                                          num_workers=args.workers, pin_memory=device.type == "cuda")
     todo = [e for e in range(args.epochs) if not cache_format.epoch_done(args.out, e, spec["storage"])]
     n = len(dataset)
-    print(f"lskd-vision-cache: {len(args.teacher)} teacher(s) on {device}{' (fp16)' if args.fp16 else ''}, "
+    print(f"lskd-vision-cache: {len(args.teacher)} teacher(s) on {device} ({args.precision.describe()}), "
           f"{n} training images x {args.epochs} epochs, {spec['storage']} ({spec['k']} of {spec['num_classes']} "
           f"classes); {args.epochs - len(todo)} epoch(s) already done -> {args.out}", flush=True)
     bar = None
@@ -237,7 +241,9 @@ def run(args) -> Dict:
     total = sum(os.path.getsize(f) for f in files)
     header = dict(spec, epochs=args.epochs, complete=True, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   bytes_per_sample_epoch=row_bytes, bytes_on_disk=total,
-                  build={"device": str(device), "fp16": bool(args.fp16), "batch_size": args.batch_size,
+                  build={"device": str(device), "fp16": args.precision.dtype == torch.float16,
+                         "precision": args.precision.name, "memory_format": args.precision.memory_format,
+                         "batch_size": args.batch_size,
                          "epoch_seconds": seconds,
                          "images_per_s": (len(seconds) * n / sum(seconds)) if seconds else None})
     atomic_write_json(header_path, header)

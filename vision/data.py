@@ -25,10 +25,11 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from PIL import Image
 
-from .augment import SeededViews
+from .augment import SeededViews, normalise_uint8
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -351,23 +352,69 @@ def verify_images(samples: Samples, limit: Optional[int] = None) -> int:
     return n
 
 
+def images_to_uint8(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images of one size as one uint8 tensor ``[N, 3, H, W]`` (the pixels ``to_tensor`` reads)."""
+    w, h = images[0].size
+    out = np.empty((len(images), h, w, 3), dtype=np.uint8)
+    for k, im in enumerate(images):
+        out[k] = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
 class ImageDataset(torch.utils.data.Dataset):
-    """(image, label) pairs from a Samples list; optionally decodes everything once into RAM."""
+    """(image, label) pairs from a Samples list; optionally decodes everything once into RAM.
+
+    With ``cache`` and images of one size, the decoded images are one uint8 tensor
+    ``[N, 3, H, W]`` and a batch of CIFAR-style views (``SeededViews.batch``, or the
+    CIFAR evaluation transform) is made at once by ``__getitems__`` (which
+    ``DataLoader`` calls with the batch's indices), bit-identical to the per-sample
+    transform. Otherwise each sample goes through ``transform`` on its PIL image.
+    """
 
     def __init__(self, samples: Samples, transform=None, cache: bool = False):
         self.samples = samples.samples
         self.classes = samples.classes
         self.transform = transform
         self._cache: Optional[List[Image.Image]] = None
+        self._u8: Optional[torch.Tensor] = None
         if cache:
-            self._cache = [load_image(p) for p, _ in self.samples]
+            images = [load_image(p) for p, _ in self.samples]
+            if images and len({im.size for im in images}) == 1:
+                self._u8 = images_to_uint8(images)
+            else:
+                self._cache = images
 
     def __len__(self):
         return len(self.samples)
 
+    def _image(self, i):
+        if self._u8 is not None:
+            return Image.fromarray(self._u8[i].permute(1, 2, 0).numpy(), "RGB")
+        return self._cache[i] if self._cache is not None else load_image(self.samples[i][0])
+
+    def batch_transform(self):
+        """``f(uint8 images, indices) -> [B, 3, s, s]`` when this dataset's views can be made batched, else None."""
+        if self._u8 is None:
+            return None
+        tf, size = self.transform, tuple(self._u8.shape[-2:])
+        if isinstance(tf, SeededViews) and tf.style == "cifar" and size == (tf.img_size, tf.img_size):
+            return tf.batch
+        spec = getattr(tf, "batched_eval", None)  # (img_size, mean, std) of the CIFAR evaluation transform
+        if spec is not None and size == (spec[0], spec[0]):
+            mean, std = torch.tensor(spec[1]).view(3, 1, 1), torch.tensor(spec[2]).view(3, 1, 1)
+            return lambda images, idx: normalise_uint8(images[torch.as_tensor(idx, dtype=torch.long)], mean, std)
+        return None
+
+    def __getitems__(self, indices):
+        fn = self.batch_transform()
+        if fn is None:
+            return [self[i] for i in indices]
+        x = fn(self._u8, list(indices))
+        return list(zip(x.unbind(0), [self.samples[i][1] for i in indices]))
+
     def __getitem__(self, i):
         path, y = self.samples[i]
-        img = self._cache[i] if self._cache is not None else load_image(path)
+        img = self._image(i)
         if self.transform is not None:
             # a seeded transform (lskd_vision.augment) makes the view of sample i in the current epoch
             img = self.transform(img, i) if getattr(self.transform, "indexed", False) else self.transform(img)
@@ -401,6 +448,7 @@ def build_transforms(style: str, img_size: int, augment: bool = True, seed: Opti
     if style == "cifar":
         norm = T.Normalize(CIFAR_MEAN, CIFAR_STD)
         ev = T.Compose([T.Resize((img_size, img_size)), T.ToTensor(), norm])
+        ev.batched_eval = (img_size, CIFAR_MEAN, CIFAR_STD)  # ImageDataset batches it on same-size uint8 images
         if not augment:
             return ev, ev
         if seed is not None:

@@ -25,6 +25,7 @@ from lskd_fairseq.atomic import atomic_save, atomic_write_json, atomic_write_tex
 from lskd_fairseq.losses import ensemble_log_probs, ls_kd_loss
 from lskd_fairseq.metrics import CalibrationMeter
 
+from .precision import Precision, as_precision, float32_region
 from .models import build_model, check_arch, input_config, model_source, penultimate_hook
 from .weights import (
     CHECKPOINT_FORMAT,
@@ -206,25 +207,22 @@ def load_teachers(paths: Sequence[str], num_classes: int, class_names: Optional[
 
 
 # ------------------------------------------------------------------ outputs
-def _autocast(device, enabled: bool):
-    if enabled and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def iterate_outputs(
-    model: nn.Module, loader, device="cpu", amp: bool = False, features: bool = True
+    model: nn.Module, loader, device="cpu", precision=None, features: bool = True
 ) -> Iterator[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
-    """Yield ``(logits, labels, penultimate_features)`` per batch, in eval mode, on CPU (float32)."""
+    """Yield ``(logits, labels, penultimate_features)`` per batch, in eval mode, on CPU (float32).
+
+    ``precision``: a ``lskd_vision.precision.Precision`` (None = float32, contiguous)."""
+    precision = as_precision(precision)
     was_training = model.training
     model.eval()
     ctx = penultimate_hook(model) if features else contextlib.nullcontext()
     try:
         with ctx as hook:
             for x, y in loader:
-                x = x.to(device, non_blocking=True)
-                with _autocast(device, amp):
+                x = precision.input(x, device)
+                with precision.autocast(device):
                     logits = model(x)
                 f = hook.value.float().cpu() if features else None
                 yield logits.float().cpu(), y.cpu(), f
@@ -232,10 +230,10 @@ def iterate_outputs(
         model.train(was_training)
 
 
-def predict(model: nn.Module, loader, device="cpu", amp: bool = False, features: bool = True) -> Dict[str, torch.Tensor]:
+def predict(model: nn.Module, loader, device="cpu", precision=None, features: bool = True) -> Dict[str, torch.Tensor]:
     """All outputs of ``model`` over ``loader``: logits, probs, labels and (optionally) features."""
     logits, labels, feats = [], [], []
-    for z, y, f in iterate_outputs(model, loader, device, amp, features):
+    for z, y, f in iterate_outputs(model, loader, device, precision, features):
         logits.append(z)
         labels.append(y)
         if f is not None:
@@ -254,7 +252,7 @@ def evaluate(
     loader,
     num_classes: int,
     device="cpu",
-    amp: bool = False,
+    precision=None,
     teacher: Optional[nn.Module] = None,
     epsilon: float = 0.0,
     convention: str = "uniform",
@@ -266,37 +264,46 @@ def evaluate(
     """Top-1/top-5, mean loss parts, ECE, per-class and many/medium/few-shot accuracy.
 
     Under DDP each rank evaluates its shard of ``loader`` and the sums are reduced,
-    so every rank returns the metrics of the whole split.
+    so every rank returns the metrics of the whole split. Losses and metrics are
+    computed in float32 on upcast logits, outside autocast.
     """
+    precision = as_precision(precision)
     was_training = model.training
     model.eval()
     cal = CalibrationMeter(num_bins)
     sums = torch.zeros(6, dtype=torch.float64)  # n, top1, top5, ls, nll, kd
     correct = torch.zeros(num_classes, dtype=torch.float64)
     count = torch.zeros(num_classes, dtype=torch.float64)
+    dev_sums = None
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        x, y = precision.input(x, device), y.to(device, non_blocking=True)
+        with precision.autocast(device):
             logits = model(x)
             t_logits = teacher(x) if teacher is not None else None
-        logits = logits.float()
-        lprobs = F.log_softmax(logits, dim=-1)
-        _, parts = ls_kd_loss(
-            lprobs, y, epsilon, student_logits=logits,
-            teacher=None if t_logits is None else t_logits.float(),
-            alpha=1.0 if t_logits is not None else 0.0,
-            temperature=temperature, topk=topk, convention=convention,
-        )
-        k = min(5, num_classes)
-        top = logits.topk(k, dim=-1).indices
-        hit1 = top[:, 0].eq(y)
-        hitk = top.eq(y[:, None]).any(-1)
-        sums += torch.tensor(
-            [y.numel(), hit1.sum().item(), hitk.sum().item(), parts["ls_loss"].item(),
-             parts["nll_loss"].item(), parts["kd_loss"].item()], dtype=torch.float64)
-        count.index_add_(0, y.cpu(), torch.ones(y.numel(), dtype=torch.float64))
-        correct.index_add_(0, y.cpu(), hit1.cpu().double())
-        cal.update(lprobs.exp().cpu(), y.cpu())
+        with float32_region(device):
+            logits = logits.float()
+            lprobs = F.log_softmax(logits, dim=-1)
+            _, parts = ls_kd_loss(
+                lprobs, y, epsilon, student_logits=logits,
+                teacher=None if t_logits is None else t_logits.float(),
+                alpha=1.0 if t_logits is not None else 0.0,
+                temperature=temperature, topk=topk, convention=convention,
+            )
+            k = min(5, num_classes)
+            top = logits.topk(k, dim=-1).indices
+            hit1 = top[:, 0].eq(y)
+            hitk = top.eq(y[:, None]).any(-1)
+            # summed on the device: no host sync per batch
+            step = torch.stack([hit1.sum().double(), hitk.sum().double(), parts["ls_loss"].detach().double(),
+                                parts["nll_loss"].detach().double(), parts["kd_loss"].detach().double()])
+            dev_sums = step if dev_sums is None else dev_sums + step
+            sums[0] += y.numel()
+            y_cpu = y.cpu()
+            count.index_add_(0, y_cpu, torch.ones(y.numel(), dtype=torch.float64))
+            correct.index_add_(0, y_cpu, hit1.cpu().double())
+            cal.update(lprobs.exp().cpu(), y_cpu)
+    if dev_sums is not None:
+        sums[1:] += dev_sums.cpu()
     model.train(was_training)
     for t in (sums, correct, count, cal.count, cal.correct, cal.confidence):
         all_reduce_(t)
@@ -364,7 +371,7 @@ def train_one_epoch(
     temperature: float = 1.0,
     topk: int = 0,
     scaler=None,
-    amp: bool = False,
+    precision=None,
     clip_grad: float = 0.0,
     progress=None,
     soft_labels=None,
@@ -372,34 +379,42 @@ def train_one_epoch(
     """One pass over ``loader``; the loss is ``ls_kd_loss`` divided by the local batch size.
 
     With ``soft_labels`` (``lskd_vision.soft_labels.SoftLabels``) the loader yields
-    ``(x, y, index)`` and the teacher output stored for those views replaces ``teacher``."""
+    ``(x, y, index)`` and the teacher output stored for those views replaces ``teacher``.
+
+    ``precision`` (``lskd_vision.precision.Precision``; None = float32) sets the
+    autocast dtype and memory format of the forward passes; the teacher's logits,
+    stored soft labels and the student's logits are upcast to float32 and the loss
+    is computed outside autocast. ``scaler``: a CUDA ``GradScaler`` (float16 only)."""
+    precision = as_precision(precision)
     model.train()
     sums = torch.zeros(6, dtype=torch.float64)  # n, loss, ls, nll, kd, top1
+    dev_sums = None  # loss, ls, nll, kd, top1 summed on the device: no host sync per step for them
     step = start_step
     for batch in loader:
-        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        x, y = precision.input(batch[0], device), batch[1].to(device, non_blocking=True)
         lr = lr_at(step)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        with _autocast(device, amp):
-            t_logits = None
-            if soft_labels is not None and alpha > 0:
-                t_logits = soft_labels(batch[2])  # float16 logits, or a top-k pair (ids, logits)
-                if isinstance(t_logits, tuple):
-                    t_logits = (t_logits[0], t_logits[1].float())
-            elif teacher is not None and alpha > 0:
+        t_logits = None
+        if soft_labels is not None and alpha > 0:
+            t_logits = soft_labels(batch[2])  # float16 logits, or a top-k pair (ids, logits)
+            t_logits = (t_logits[0], t_logits[1].float()) if isinstance(t_logits, tuple) else t_logits.float()
+        with precision.autocast(device):
+            if soft_labels is None and teacher is not None and alpha > 0:
                 with torch.no_grad():
                     t_logits = teacher(x)
             logits = model(x)
-        logits = logits.float()
-        lprobs = F.log_softmax(logits, dim=-1)
-        loss_sum, parts = ls_kd_loss(
-            lprobs, y, epsilon, student_logits=logits,
-            teacher=None if t_logits is None else t_logits if isinstance(t_logits, tuple) else t_logits.float(),
-            alpha=alpha, temperature=temperature, topk=topk, convention=convention,
-        )
-        bsz = y.numel()
-        loss = loss_sum / bsz
+        with float32_region(device):
+            logits = logits.float()
+            if t_logits is not None and not isinstance(t_logits, tuple):
+                t_logits = t_logits.float()
+            lprobs = F.log_softmax(logits, dim=-1)
+            loss_sum, parts = ls_kd_loss(
+                lprobs, y, epsilon, student_logits=logits, teacher=t_logits,
+                alpha=alpha, temperature=temperature, topk=topk, convention=convention,
+            )
+            bsz = y.numel()
+            loss = loss_sum / bsz
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
@@ -415,13 +430,18 @@ def train_one_epoch(
             if clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
-        sums += torch.tensor(
-            [bsz, loss_sum.item(), parts["ls_loss"].item(), parts["nll_loss"].item(),
-             parts["kd_loss"].item(), logits.argmax(-1).eq(y).sum().item()], dtype=torch.float64)
+        with torch.no_grad():
+            now = torch.stack([loss_sum.detach().double(), parts["ls_loss"].detach().double(),
+                               parts["nll_loss"].detach().double(), parts["kd_loss"].detach().double(),
+                               logits.argmax(-1).eq(y).sum().double()])
+            dev_sums = now if dev_sums is None else dev_sums + now
+        sums[0] += bsz
         step += 1
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{sums[1] / sums[0]:.4f}", lr=f"{lr:.3g}", refresh=False)
+            progress.set_postfix(loss=f"{float(dev_sums[0]) / float(sums[0]):.4f}", lr=f"{lr:.3g}", refresh=False)
+    if dev_sums is not None:
+        sums[1:] += dev_sums.cpu()
     all_reduce_(sums)
     n = max(1.0, float(sums[0]))
     return {
@@ -456,4 +476,5 @@ __all__ = [
     "predict",
     "train_one_epoch",
     "LRSchedule",
+    "Precision",
 ]

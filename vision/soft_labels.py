@@ -215,6 +215,12 @@ class IndexedDataset(torch.utils.data.Dataset):
         x, y = self.dataset[i]
         return x, y, i
 
+    def __getitems__(self, indices):
+        """A batch at once when the wrapped dataset makes one (``ImageDataset.__getitems__``)."""
+        get = getattr(type(self.dataset), "__getitems__", None)
+        items = get(self.dataset, indices) if get is not None else [self.dataset[i] for i in indices]
+        return [(x, y, i) for (x, y), i in zip(items, indices)]
+
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 

@@ -54,6 +54,8 @@ from .engine import (
 )
 from .models import UnknownArchitectureError, check_arch, input_config, model_source
 from .options import HelpFormatter, UsageError, check_numbers, resolve_teacher_archs
+from .precision import add_precision_args, resolve_precision
+from .runtime import _device, add_data_args, prepare_data  # noqa: F401  (prepare_data: re-exported)
 from .soft_labels import CacheError, IndexedDataset, open_for_run
 
 CSV_COLUMNS = [
@@ -67,11 +69,14 @@ RESUME_KEYS = [
     "teachers", "teacher_archs", "kd_alpha", "kd_temperature", "kd_topk", "epochs", "batch_size", "world_size",
     "opt", "lr", "weight_decay", "pretrained", "init_from", "sched", "warmup_epochs", "seed", "split_seed", "val_fraction",
     "imbalance_factor", "train_per_class", "binary_step", "img_size", "input_style", "augment", "teacher_cache",
+    "precision", "memory_format",
 ]
 
 
 # keys added after the first checkpoints were written: not compared when an old checkpoint lacks them
-RESUME_KEYS_ADDED = {"teacher_archs", "teacher_cache"}
+RESUME_KEYS_ADDED = {"teacher_archs", "teacher_cache", "precision", "memory_format"}
+# resume keys that --allow-changed-precision lets differ (the change is logged)
+PRECISION_KEYS = ("precision", "memory_format")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,39 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, default=0,
                    help="stop after this many epochs of this process (checkpoint kept; continue with --resume)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast + grad scaling; CUDA only)")
+    add_precision_args(g)
+    g.add_argument("--allow-changed-precision", action="store_true",
+                   help="--resume under another --amp/--amp-dtype/--channels-last than the checkpoint's (logged)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads per process; 0 = torch's default")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (it is shown only when stderr is a terminal)")
     return p
-
-
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    """The dataset and augmentation options, shared with lskd-vision-cache (same names, same defaults)."""
-    g = p.add_argument_group("Dataset")
-    g.add_argument("--cache-dir", default=None,
-                   help="where archives are extracted (default: $XDG_CACHE_HOME/lskd or ~/.cache/lskd)")
-    g.add_argument("--test-split", default="auto",
-                   help="held-out folder that is only reported: auto (test/ if present, else val/), a name, or none")
-    g.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of each training class carved out (seeded) to choose the best checkpoint; "
-                   "0 = no validation split, the last epoch is kept")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve and of subsets")
-    g.add_argument("--train-per-class", type=int, default=0,
-                   help="keep at most N training images per class (seeded; after the validation carve); 0 = all")
-    g.add_argument("--imbalance-factor", type=float, default=1.0,
-                   help="long-tailed training set: keep n_max * F^(-c/(C-1)) images of class c (seeded); 1 = off")
-    g.add_argument("--shot-thresholds", type=int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
-                   help="many-shot: > MANY training images; few-shot: < FEW; medium otherwise")
-    g.add_argument("--input-style", choices=["auto", "cifar", "imagenet"], default="auto",
-                   help="augmentation/normalisation; auto: cifar for images up to 64 px, else imagenet")
-    g.add_argument("--img-size", type=int, default=0, help="input size (0: the images' own size for cifar style, 224 for imagenet)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip (augmentation is on unless this is given)")
-    g.add_argument("--cache-images", choices=["auto", "yes", "no"], default="auto",
-                   help="decode all images into RAM once (auto: if images are at most 64 px and under 200k)")
-    g.add_argument("--verify-images", choices=["auto", "all", "none"], default="auto",
-                   help="decode every image before training (auto: if there are at most 100k)")
-    g.add_argument("--workers", "-j", type=int, default=2, help="data-loading processes per training process")
 
 
 # ------------------------------------------------------------------ checks
@@ -228,19 +207,6 @@ def resolve_args(args) -> None:
         args.eval_batch_size = 2 * args.batch_size
 
 
-def _device(spec: str, local_rank: int) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(spec)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    return dev
-
-
 def log(msg: str) -> None:
     if (dist.get_rank() if is_dist() else 0) == 0:
         print(msg, flush=True)
@@ -283,51 +249,6 @@ def _write_csv(path: str, history: List[Dict]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-# ------------------------------------------------------------------ data
-def prepare_data(args, rank: int, world: int):
-    splits = D.find_splits(args.data, cache_dir=args.cache_dir, test_split=args.test_split)
-    train, test = splits.train, splits.test
-    val = None
-    if args.val_fraction > 0:
-        train, val = D.carve_val(train, args.val_fraction, args.split_seed)
-    if args.train_per_class > 0:
-        train = D.per_class_subset(train, args.train_per_class, args.split_seed)
-    if args.imbalance_factor > 1.0:
-        train = D.long_tail(train, args.imbalance_factor, args.split_seed)
-    counts = train.counts()
-    n_total = len(train) + (len(val) if val else 0) + (len(test) if test else 0)
-    w, h = D.image_size(train.samples[0][0])
-    cache = args.cache_images == "yes" or (args.cache_images == "auto" and max(w, h) <= 64 and n_total <= 200_000)
-    # decoding into the RAM cache reads every image anyway, with the same clear error
-    if not cache and (args.verify_images == "all" or (args.verify_images == "auto" and n_total <= 100_000)):
-        for s in (train, val, test):
-            if s is not None:
-                D.verify_images(s)
-    style = args.input_style
-    if style == "auto":
-        style = "cifar" if max(w, h) <= 64 else "imagenet"
-    if args.img_size <= 0:
-        args.img_size = max(w, h) if style == "cifar" else 224
-    args.input_style = style
-    tr_tf, ev_tf = D.build_transforms(style, args.img_size, augment=args.augment, seed=args.seed)
-    ds = {"train": D.ImageDataset(train, tr_tf, cache=cache)}
-    if val is not None:
-        ds["val"] = D.ImageDataset(val, ev_tf, cache=cache)
-    if test is not None:
-        ds["test"] = D.ImageDataset(test, ev_tf, cache=cache)
-    info = {
-        "layout": splits.layout,
-        "root": splits.root,
-        "classes": train.classes,
-        "num_classes": len(train.classes),
-        "train_counts": counts,
-        "sizes": {k: len(v) for k, v in ds.items()},
-        "cached_in_ram": cache,
-        "notes": splits.notes,
-    }
-    return ds, info
-
-
 def _loaders(args, ds, rank, world, device):
     pin = device.type == "cuda"
     sampler = torch.utils.data.DistributedSampler(
@@ -367,9 +288,7 @@ def run(args) -> Dict:
     device = _device(args.device, local_rank)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    amp = bool(args.amp and device.type == "cuda")
-    if args.amp and not amp:
-        log("note: --amp is CUDA-only; training in float32")
+    precision = resolve_precision(args, device, log)
     out = args.output
     last_path = os.path.join(out, "checkpoint_last.pt")
     best_path = os.path.join(out, "checkpoint_best.pt")
@@ -405,7 +324,8 @@ def run(args) -> Dict:
         soft_labels = open_for_run(args.teacher_cache, args, ds["train"], info, device)
         ds["train"] = IndexedDataset(ds["train"])
 
-    config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "stop_after", "progress", "workers", "device")}
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("resume", "overwrite", "stop_after", "progress", "workers", "device", "allow_changed_precision")}
     config.update({
         "format": CHECKPOINT_FORMAT,
         "num_classes": num_classes,
@@ -420,6 +340,8 @@ def run(args) -> Dict:
         "data": os.path.abspath(args.data),
         "dataset": {k: v for k, v in info.items() if k != "classes"},
         "teacher_cache": soft_labels.describe() if soft_labels is not None else None,
+        "precision": precision.name,
+        "memory_format": precision.memory_format,
     })
     config.pop("teacher", None)
     config.pop("teacher_arch", None)
@@ -440,6 +362,9 @@ def run(args) -> Dict:
         skipped = load_pretrained(model, args.pretrained, args.arch)["skipped_shape_mismatch"]
         log(f"initialised from {args.pretrained}" + (f"; left fresh (shape differs): {', '.join(skipped)}" if skipped else ""))
 
+    model = precision.model(model)
+    if teacher is not None:
+        teacher = precision.model(teacher)
     sampler, train_loader, eval_loaders = _loaders(args, ds, rank, world, device)
     steps_per_epoch = len(train_loader)
 
@@ -449,6 +374,15 @@ def run(args) -> Dict:
         ckpt = load_checkpoint(resume_path)
         old = ckpt["config"]
         diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k) and (k in old or k not in RESUME_KEYS_ADDED)]
+        changed = [k for k in diff if k in PRECISION_KEYS]
+        if changed and args.allow_changed_precision:
+            log(f"resuming {resume_path!r} under another precision (--allow-changed-precision): "
+                + ", ".join(f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in changed))
+            diff = [k for k in diff if k not in PRECISION_KEYS]
+        elif changed and len(changed) == len(diff):
+            raise UsageError(f"cannot resume {resume_path!r}: it was trained with "
+                             + ", ".join(f"{k} {old.get(k)!r} (now {config.get(k)!r})" for k in changed)
+                             + "; give the checkpoint's --amp/--amp-dtype/--channels-last, or --allow-changed-precision")
         if diff:
             raise UsageError(f"cannot resume {resume_path!r}: options differ from the checkpoint's: "
                              + ", ".join(f"{k} ({old.get(k)!r} -> {config.get(k)!r})" for k in diff)
@@ -466,7 +400,7 @@ def run(args) -> Dict:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = _make_optimizer(args, model)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
+    scaler = torch.amp.GradScaler("cuda") if precision.needs_scaler else None
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         if scaler is not None and ckpt.get("scaler"):
@@ -477,7 +411,8 @@ def run(args) -> Dict:
         os.makedirs(out, exist_ok=True)
         atomic_write_json(os.path.join(out, "config.json"), config)
     log(f"lskd-vision-train: {args.arch}, {num_classes} classes, train {info['sizes'].get('train')} / "
-        f"val {info['sizes'].get('val', 0)} / test {info['sizes'].get('test', 0)} images, {world} process(es) on {device}, "
+        f"val {info['sizes'].get('val', 0)} / test {info['sizes'].get('test', 0)} images, {world} process(es) on {device} "
+        f"({precision.describe()}), "
         f"loss: (1-{args.kd_alpha})*LS({args.label_smoothing}, {args.ls_convention}) + {args.kd_alpha}*KD(T={args.kd_temperature}"
         f"{', top-' + str(args.kd_topk) if args.kd_topk else ''}) from "
         + (f"the teacher cache {args.teacher_cache}" if args.teacher_cache else f"{len(args.teacher or [])} teacher(s)"))
@@ -523,7 +458,7 @@ def run(args) -> Dict:
             except ImportError:
                 bar = None
         tr = train_one_epoch(model, train_loader, optimizer, lambda s: sched(s - base_step), epoch * steps_per_epoch,
-                             device, teacher, alpha=args.kd_alpha, scaler=scaler, amp=amp,
+                             device, teacher, alpha=args.kd_alpha, scaler=scaler, precision=precision,
                              clip_grad=args.clip_grad, progress=bar, soft_labels=soft_labels, **loss_kw)
         if bar is not None:
             bar.close()
@@ -531,7 +466,7 @@ def run(args) -> Dict:
                **{f"train_{k}": tr[k] for k in ("loss", "ls_loss", "nll_loss", "kd_loss", "top1")}}
         metric = None
         if "val" in eval_loaders:
-            ev = evaluate(model, eval_loaders["val"], num_classes, device, amp, **loss_kw,
+            ev = evaluate(model, eval_loaders["val"], num_classes, device, precision, **loss_kw,
                           teacher=None, shot_groups=None)
             row.update({"val_top1": ev["top1"], "val_top5": ev["top5"], "val_nll_loss": ev["nll_loss"], "val_ece": ev["ece"]})
             metric = ev["top1"]
@@ -555,7 +490,8 @@ def run(args) -> Dict:
         log(f"epoch {epoch + 1}/{args.epochs} lr {row['lr']:.4g} train loss {tr['loss']:.4f} "
             f"(ls {tr['ls_loss']:.4f} nll {tr['nll_loss']:.4f} kd {tr['kd_loss']:.4f}) top1 {tr['top1']:.2f} | "
             + (f"val top1 {row['val_top1']:.2f} ece {row['val_ece']:.4f} | " if metric is not None else "")
-            + f"{row['epoch_time_s']:.1f}s")
+            + f"{row['epoch_time_s']:.1f}s ({tr['num_images'] / max(row['epoch_time_s'], 1e-9):.0f} images/s, "
+            f"{precision.describe()})")
         epochs_run += 1
     train_time = time.time() - t_start
 
@@ -563,14 +499,15 @@ def run(args) -> Dict:
     if is_dist():
         dist.barrier()
     best_ckpt = load_checkpoint(best_path)
-    final = model_from_config(best_ckpt["config"]).to(device)
+    final = precision.model(model_from_config(best_ckpt["config"]).to(device))
     final.load_state_dict(best_ckpt["model"])
     results = {"best_epoch": best_ckpt["epoch"], "epochs": args.epochs,
                "selected_on": "val top1" if "val" in eval_loaders else "last epoch (no validation split)",
                "train_time_s": train_time, "train_last_epoch": {k: v for k, v in history[-1].items()} if history else None,
-               "dataset": config["dataset"], "config": config}
+               "dataset": config["dataset"], "config": config,
+               "precision": precision.name, "memory_format": precision.memory_format}
     for k, loader in eval_loaders.items():
-        results[k] = evaluate(final, loader, num_classes, device, amp, teacher=teacher, shot_groups=shots, **loss_kw)
+        results[k] = evaluate(final, loader, num_classes, device, precision, teacher=teacher, shot_groups=shots, **loss_kw)
     if rank == 0:
         atomic_write_json(os.path.join(out, "metrics.json"), results)
         summary = ", ".join(f"{k} top1 {results[k]['top1']:.2f} top5 {results[k]['top5']:.2f} ece {results[k]['ece']:.4f}"

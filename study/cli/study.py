@@ -86,6 +86,7 @@ def dry_run(st: Study) -> int:
     span = study_plan.estimate_makespan(st.runs, st.jobs)
     print(f"estimated: {fmt_dur(total)} of run time, about {fmt_dur(span)} on {st.jobs} job slot(s) "
           f"({len(st.seeds)} seed(s); first estimates, see study_plan.py)")
+    print(study_plan.plan_time_line(st.scale_name, st.runs, st.jobs))
     return 0
 
 
