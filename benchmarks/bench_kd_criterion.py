@@ -13,6 +13,12 @@ Usage:
   python benchmarks/bench_kd_criterion.py --only memory
   python benchmarks/bench_kd_criterion.py --only speed --updates 30
   python benchmarks/bench_kd_criterion.py --quick    # smaller (8k vocab, 4k tokens, 6 steps): minutes
+  python benchmarks/bench_kd_criterion.py --quick --bf16   # the same in bfloat16
+
+--bf16: (a) the models, criteria and batches in bfloat16 with fairseq's FP16Optimizer (float32
+master weights), as ``fairseq-train --bf16`` trains (see nmt_precision.py); (b) bfloat16 logits
+(and teacher outputs), the LS criterion's log-softmax upcast to float32 as fairseq's
+``get_normalized_probs`` does. The ratio names end in ``_bf16``; the targets are the same.
 
 Each ratio is also printed as a ``RATIO name=... value=... target=... ok=...`` line
 (read by benchmarks/run_all.py).
@@ -39,7 +45,7 @@ SHARED = REPO.parent / "shared" / "data" / "multi30k"
 # ----------------------------------------------------------------------------- memory
 
 
-def _memory_child(variant: str, vocab: int, tokens: int, topk: int) -> None:
+def _memory_child(variant: str, vocab: int, tokens: int, topk: int, bf16: bool = False) -> None:
     """Runs in a fresh process: print the peak RSS growth of one loss computation."""
     import torch
 
@@ -48,15 +54,16 @@ def _memory_child(variant: str, vocab: int, tokens: int, topk: int) -> None:
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    logits = torch.randn(tokens, vocab, requires_grad=True)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    logits = torch.randn(tokens, vocab, dtype=dtype).requires_grad_()
     target = torch.randint(4, vocab, (tokens,))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB: the student's logits and targets
     # the teacher's output counts towards the criterion: in the online setting it is made here
     if variant == "kd_full":
-        teacher = torch.randn(tokens, vocab)
+        teacher = torch.randn(tokens, vocab, dtype=dtype)
     elif variant == "kd_topk":
         # the online teacher yields its top-k chunk by chunk (Teacher.score); only (N, k) exists
-        vals, _ = torch.randn(tokens, topk).sort(dim=-1, descending=True)
+        vals, _ = torch.randn(tokens, topk, dtype=dtype).sort(dim=-1, descending=True)
         teacher = (torch.randint(0, vocab, (tokens, topk)), vals)
     if variant == "ls":  # fairseq's criterion: model.get_normalized_probs, then the LS loss
         lprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -69,24 +76,26 @@ def _memory_child(variant: str, vocab: int, tokens: int, topk: int) -> None:
     print(json.dumps({"variant": variant, "peak_mib": (peak - base) / 1024}))
 
 
-def bench_memory(vocab: int, tokens: int, topk: int) -> dict:
+def bench_memory(vocab: int, tokens: int, topk: int, bf16: bool = False) -> dict:
     results = {}
+    sfx = "_bf16" if bf16 else ""
     for variant in ("ls", "kd_full", "kd_topk"):
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", variant, "--vocab", str(vocab), "--tokens", str(tokens), "--topk", str(topk)],
+            [sys.executable, __file__, "--memory-child", variant, "--vocab", str(vocab), "--tokens", str(tokens),
+             "--topk", str(topk), *(["--bf16"] if bf16 else [])],
             capture_output=True, text=True, check=True,
         ).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
     ls = results["ls"]["peak_mib"]
     print(f"\n(b) criterion peak memory, vocab {vocab}, {tokens} target tokens, forward + backward "
-          f"(MiB above the student's logits; the teacher's output is counted)")
+          f"(MiB above the student's logits; the teacher's output is counted){', bfloat16 logits' if bf16 else ''}")
     print(f"  label_smoothed_cross_entropy      {ls:8.0f} MiB")
     print(f"  label_smoothed_kd, full vocab     {results['kd_full']['peak_mib']:8.0f} MiB  "
           f"ratio {results['kd_full']['peak_mib'] / ls:.2f}x  (target <= 1.5x)")
     print(f"  label_smoothed_kd, kd_topk {topk:<5d}  {results['kd_topk']['peak_mib']:8.0f} MiB  "
           f"ratio {results['kd_topk']['peak_mib'] / ls:.2f}x  (target <= 1.1x)")
-    print(format_ratio("memory_kd_full_vocab/ls", results["kd_full"]["peak_mib"] / ls, "<=", 1.5))
-    print(format_ratio(f"memory_kd_top{topk}/ls", results["kd_topk"]["peak_mib"] / ls, "<=", 1.1))
+    print(format_ratio(f"memory_kd_full_vocab/ls{sfx}", results["kd_full"]["peak_mib"] / ls, "<=", 1.5))
+    print(format_ratio(f"memory_kd_top{topk}/ls{sfx}", results["kd_topk"]["peak_mib"] / ls, "<=", 1.1))
     return results
 
 
@@ -117,7 +126,7 @@ def _prepare(work: Path, n_train: int) -> Path:
     return work / "bin"
 
 
-def _interleaved_step_times(data: Path, teacher: Path, steps: int, topk: int) -> dict:
+def _interleaved_step_times(data: Path, teacher: Path, steps: int, topk: int, bf16: bool = False) -> dict:
     """Seconds per training step (forward, backward, Adam) of each criterion, measured in
     one process on the same batches, the criteria taking turns step by step so that
     changes in machine load hit all of them alike. Median over ``steps`` each."""
@@ -127,6 +136,7 @@ def _interleaved_step_times(data: Path, teacher: Path, steps: int, topk: int) ->
 
     sys.path.insert(0, str(REPO))
     import lskd_fairseq.tasks  # noqa: F401  (registers the plugin)
+    from nmt_precision import backward, bf16_parts, bf16_sample
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -136,10 +146,11 @@ def _interleaved_step_times(data: Path, teacher: Path, steps: int, topk: int) ->
         parser = options.get_training_parser()
         args = options.parse_args_and_arch(
             parser, [str(data), "--cpu", *ARCH, "--task", "translation_kd", *teacher_args,
-                     "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", "2048", *extra])
+                     "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", "2048", *extra,
+                     *(["--bf16"] if bf16 else [])])
         cfg = convert_namespace_to_omegaconf(args)
         task = tasks.setup_task(cfg.task)
-        return task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+        return cfg, task, task.build_model(cfg.model), task.build_criterion(cfg.criterion)
 
     variants = {
         "label_smoothed_cross_entropy": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],
@@ -150,18 +161,22 @@ def _interleaved_step_times(data: Path, teacher: Path, steps: int, topk: int) ->
     runs = {}
     for name, extra in variants.items():
         torch.manual_seed(1)
-        task, model, crit = build(extra)
+        cfg, task, model, crit = build(extra)
+        if bf16:
+            model, crit, opt = bf16_parts(cfg, model, crit)
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=5e-4)
         model.train()
-        runs[name] = (model, crit, torch.optim.Adam(model.parameters(), lr=5e-4))
+        runs[name] = (model, crit, opt)
     task.load_dataset("train")
     itr = task.get_batch_iterator(task.dataset("train"), max_tokens=2048, seed=1).next_epoch_itr(shuffle=True)
-    batches = [b for _, b in zip(range(steps + 3), itr)]
+    batches = [bf16_sample(b) if bf16 else b for _, b in zip(range(steps + 3), itr)]
     times = {name: [] for name in runs}
     for i, sample in enumerate(batches):
         for name, (model, crit, opt) in runs.items():
             t0 = time.perf_counter()
             loss, _, _ = crit(model, sample)
-            loss.backward()
+            backward(opt, loss)
             opt.step()
             opt.zero_grad()
             if i >= 3:  # warm-up
@@ -169,7 +184,7 @@ def _interleaved_step_times(data: Path, teacher: Path, steps: int, topk: int) ->
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_speed(steps: int, topk: int, n_train: int = 3000) -> dict:
+def bench_speed(steps: int, topk: int, n_train: int = 3000, bf16: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = _prepare(work, n_train=n_train)
@@ -177,18 +192,18 @@ def bench_speed(steps: int, topk: int, n_train: int = 3000) -> dict:
         _run([BIN / "fairseq-train", data, "--cpu", *ARCH, "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", "2048",
               "--max-update", "2", "--save-dir", work / "teacher", "--no-epoch-checkpoints", "--disable-validation",
               "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"])
-        best = _interleaved_step_times(data, work / "teacher" / "checkpoint_last.pt", steps, topk)
+        best = _interleaved_step_times(data, work / "teacher" / "checkpoint_last.pt", steps, topk, bf16)
     base = best["label_smoothed_cross_entropy"]
     print(f"\n(a) seconds per training step (forward, backward, Adam), transformer 3+3 layers d=256 with a "
           f"same-size online teacher, Multi30k, max-tokens 2048; median of {steps} steps, the criteria "
-          f"taking turns step by step in one process")
+          f"taking turns step by step in one process{'; bfloat16 (fairseq --bf16 setup)' if bf16 else ''}")
     for name, t in best.items():
         ratio = "" if name == "label_smoothed_cross_entropy" else f"  ratio {t / base:.2f}x (target <= 1.35x)"
         print(f"  {name:34s} {t * 1000:8.1f} ms{ratio}")
     for name, t in best.items():
         if name != "label_smoothed_cross_entropy":
             tag = "full_vocab" if "full vocab" in name else f"top{topk}"
-            print(format_ratio(f"step_time_kd_{tag}/ls", t / base, "<=", 1.35))
+            print(format_ratio(f"step_time_kd_{tag}/ls{'_bf16' if bf16 else ''}", t / base, "<=", 1.35))
     return best
 
 
@@ -201,17 +216,18 @@ def main():
     p.add_argument("--updates", type=int, default=20, help="timed steps per criterion")
     p.add_argument("--quick", action="store_true",
                    help="a smaller problem: vocab 8192, 4096 tokens, 6 timed steps, 1000 training lines")
+    p.add_argument("--bf16", action="store_true", help="bfloat16, as fairseq-train --bf16 (see above)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args()
     n_train = 3000
     if a.quick:
         a.vocab, a.tokens, a.updates, n_train = 8192, 4096, 6, 1000
     if a.memory_child:
-        return _memory_child(a.memory_child, a.vocab, a.tokens, a.topk)
+        return _memory_child(a.memory_child, a.vocab, a.tokens, a.topk, a.bf16)
     if a.only in (None, "memory"):
-        bench_memory(a.vocab, a.tokens, a.topk)
+        bench_memory(a.vocab, a.tokens, a.topk, a.bf16)
     if a.only in (None, "speed"):
-        bench_speed(a.updates, a.topk, n_train)
+        bench_speed(a.updates, a.topk, n_train, a.bf16)
 
 
 if __name__ == "__main__":

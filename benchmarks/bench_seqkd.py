@@ -16,6 +16,15 @@ Usage::
     python benchmarks/bench_seqkd.py [--work /tmp/lskd-bench-seqkd] [--train-lines 2000]
         [--gen-lines 200] [--steps 30] [--beam 5]
     python benchmarks/bench_seqkd.py --quick     # 500 training lines, 50 to translate, 8 steps
+    python benchmarks/bench_seqkd.py --quick --bf16
+
+``--bf16``: 1. the three students (and so the online teacher, which follows the student's
+dtype) train in bfloat16 as ``fairseq-train --bf16`` does (nmt_precision.py: model, criterion
+and float batches in bfloat16, fairseq's FP16Optimizer with float32 master weights);
+2. ``lskd-distill-data --bf16`` (a bfloat16 teacher) against ``fairseq-generate``, which has
+no bfloat16 mode (fairseq 0.12's generate.py casts only for --fp16) and so runs in float32.
+Ratio names end in ``_bf16``; the targets are the same. The work folder (data-bin, teacher,
+top-k cache) is shared with the float32 runs.
 
 Each ratio is also printed as a ``RATIO name=... value=... target=... ok=...`` line
 (read by benchmarks/run_all.py).
@@ -112,6 +121,7 @@ def bench_updates(a, data, teacher, cache):
 
     import lskd_fairseq.tasks  # noqa: F401
     from lskd_fairseq.criterions.label_smoothed_kd import LabelSmoothedKDCriterion
+    from nmt_precision import backward, bf16_parts, bf16_sample
 
     torch.set_num_threads(a.threads)
     parser = options.get_training_parser()
@@ -119,7 +129,7 @@ def bench_updates(a, data, teacher, cache):
             "--teacher-path", str(teacher), *arch(a.student_dim or a.arch_dim, a.student_layers or a.arch_layers),
             "--criterion", "label_smoothed_kd", "--kd-alpha", "0.5",
             "--kd-topk", str(a.k), "--label-smoothing", "0.1", "--optimizer", "adam", "--lr", "1e-3",
-            "--max-tokens", str(a.max_tokens), "--cpu", "--dropout", "0.1"]
+            "--max-tokens", str(a.max_tokens), "--cpu", "--dropout", "0.1", *(["--bf16"] if a.bf16 else [])]
     args = options.parse_args_and_arch(parser, argv)
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
@@ -131,27 +141,33 @@ def bench_updates(a, data, teacher, cache):
     ds = task.dataset("train")
     plain_collate = ds.collater.inner
     models = {n: copy.deepcopy(model) for n in ("ce", "cache", "online")}
-    opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
+    crits = {"ce": ce, "cache": kd_cache, "online": kd_cache}
+    if a.bf16:  # each student cast, with its own fairseq FP16Optimizer (the criteria hold no weights)
+        opts = {}
+        for n in models:
+            models[n], crits[n], opts[n] = bf16_parts(cfg, models[n], crits[n])
+    else:
+        opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
     for m in models.values():
         m.train()
 
     def collate(name, batch):
         items = [ds[int(i)] for i in batch]
         if name == "ce":
-            return plain_collate(items)
-        s = ds.collater(items)
-        if name == "online":
-            s.pop("teacher_topk")
-        return s
+            s = plain_collate(items)
+        else:
+            s = ds.collater(items)
+            if name == "online":
+                s.pop("teacher_topk")
+        return bf16_sample(s) if a.bf16 else s
 
     def step(name, batch):
         t0 = time.perf_counter()
         sample = collate(name, batch)
         t1 = time.perf_counter()
-        crit = ce if name == "ce" else kd_cache
-        loss, _, _ = crit(models[name], sample)
+        loss, _, _ = crits[name](models[name], sample)
         opts[name].zero_grad()
-        loss.backward()
+        backward(opts[name], loss)
         opts[name].step()
         t2 = time.perf_counter()
         return t2 - t0, t2 - t1
@@ -183,7 +199,7 @@ def bench_updates(a, data, teacher, cache):
     nparam = sum(p.numel() for p in model.parameters())
     print(f"\n== update time, student {nparam / 1e6:.2f}M parameters, {len(times['ce'][0])} updates each, "
           f"~{ntok:.0f} target tokens/update, "
-          f"vocab {len(task.tgt_dict)}, k={a.k}, {a.threads} thread(s)")
+          f"vocab {len(task.tgt_dict)}, k={a.k}, {a.threads} thread(s), {'bfloat16' if a.bf16 else 'float32'}")
     med = {n: (statistics.median(v[0]), statistics.median(v[1])) for n, v in times.items()}
     for n, label in (("ce", "label_smoothed_cross_entropy"), ("cache", "label_smoothed_kd --teacher-cache"),
                      ("online", "label_smoothed_kd --teacher-path (online)")):
@@ -193,8 +209,9 @@ def bench_updates(a, data, teacher, cache):
     r_step = med["cache"][1] / med["ce"][1]
     print(f"ratio teacher-cache / LS-CE: {r_full:.3f}x with collate, {r_step:.3f}x step only "
           f"(target <= 1.05x); online teacher / LS-CE: {med['online'][0] / med['ce'][0]:.3f}x")
-    print(format_ratio("update_time_cache/ls_with_collate", r_full, "<=", 1.05))
-    print(format_ratio("update_time_cache/ls_step_only", r_step, "<=", 1.05))
+    sfx = "_bf16" if a.bf16 else ""
+    print(format_ratio(f"update_time_cache/ls_with_collate{sfx}", r_full, "<=", 1.05))
+    print(format_ratio(f"update_time_cache/ls_step_only{sfx}", r_step, "<=", 1.05))
     return {"ratio_with_collate": r_full, "ratio_step_only": r_step, "median_ms": med}
 
 
@@ -208,10 +225,12 @@ def bench_distill(a, text, data, teacher):
     gen_self = float(m.group(3)) if m else float("nan")
     out = work / "distilled"
     p_dis, wall_dis = sh(["lskd-distill-data", data, "--split", "test", "--out", out, "--teacher-path", teacher,
-                          "--source-text", text / "test.en", "--force", "--restart", "--no-progress-bar", *common])
+                          "--source-text", text / "test.en", "--force", "--restart", "--no-progress-bar", *common,
+                          *(["--bf16"] if a.bf16 else [])])
     man = json.loads((out / "test.distill.json").read_text())
     n = man["n_samples"]
-    print(f"\n== distillation throughput, split test ({n} sentences), beam {a.beam}, max-tokens {a.max_tokens_gen}")
+    print(f"\n== distillation throughput, split test ({n} sentences), beam {a.beam}, max-tokens {a.max_tokens_gen}"
+          + (", lskd-distill-data --bf16 against fairseq-generate in float32 (it has no bf16)" if a.bf16 else ""))
     print(f"fairseq-generate : wall {wall_gen:7.1f}s -> {n / wall_gen:6.2f} sentences/s end to end; "
           f"own generation-only figure {gen_self:.2f} sentences/s ({n_gen} sentences)")
     print(f"lskd-distill-data: wall {wall_dis:7.1f}s -> {n / wall_dis:6.2f} sentences/s end to end; "
@@ -219,8 +238,10 @@ def bench_distill(a, text, data, teacher):
           f"(includes collation and writing the partial file)")
     print(f"ratio lskd-distill-data / fairseq-generate: {wall_gen / wall_dis:.3f}x end to end, "
           f"{man['sentences_per_second'] / gen_self:.3f}x generation only (target >= 0.9x)")
-    print(format_ratio("distill_speed/generate_end_to_end", wall_gen / wall_dis, ">=", 0.9))
-    print(format_ratio("distill_speed/generate_generation_only", man["sentences_per_second"] / gen_self, ">=", 0.9))
+    sfx = "_bf16" if a.bf16 else ""
+    print(format_ratio(f"distill_speed{sfx}/generate_end_to_end", wall_gen / wall_dis, ">=", 0.9))
+    print(format_ratio(f"distill_speed{sfx}/generate_generation_only", man["sentences_per_second"] / gen_self,
+                       ">=", 0.9))
     return {"ratio_end_to_end": wall_gen / wall_dis, "ratio_generation": man["sentences_per_second"] / gen_self}
 
 
@@ -241,6 +262,7 @@ def main():
     p.add_argument("--max-tokens-gen", type=int, default=4096)
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 students and distillation teacher (see above)")
     p.add_argument("--skip", choices=("updates", "distill"), action="append", default=[])
     p.add_argument("--quick", action="store_true", help="500 training lines, 50 to translate, 20 teacher "
                    "updates, 8 timed steps (its own --work folder)")

@@ -12,7 +12,7 @@ or prints no RATIO line shows as such in the table instead of stopping the run.
 
     python benchmarks/run_all.py                 # quick versions, a few minutes
     python benchmarks/run_all.py --full          # the benchmarks' own (slow) defaults
-    python benchmarks/run_all.py --only bench_seqkd.py
+    python benchmarks/run_all.py --only bench_seqkd.py    # both its entries (float32 and --bf16)
 
 Exit status: 0 when every benchmark ran and every ratio met its target, 1 otherwise.
 """
@@ -30,12 +30,23 @@ from typing import List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# (script, arguments of its quick version); a script whose --help lists --quick gets --quick
+# (script, arguments of its quick version[, arguments of every run, quick or --full]);
+# None: --quick if the script's --help offers it, else its defaults. A script with more than one
+# entry (float32 and bfloat16 runs) is shown as "script args" in the summary.
 BENCHMARKS = [
     ("bench_kd_criterion.py", ["--quick"]),
+    ("bench_kd_criterion.py", ["--quick"], ["--bf16"]),
     ("bench_seqkd.py", ["--quick"]),
-    ("bench_vision_kd.py", None),  # None: --quick if its --help offers it, else its defaults
+    ("bench_seqkd.py", ["--quick"], ["--bf16"]),
+    ("bench_vision_kd.py", None),
+    ("bench_vision_kd.py", None, ["--amp", "--channels-last"]),
+    ("bench_precision.py", ["--quick"]),  # bf16 against float32 through the CLIs (issue 18)
 ]
+
+
+def entries():
+    """``(script, quick arguments or None, arguments of every run)`` of each BENCHMARKS entry."""
+    return [(e[0], e[1], list(e[2]) if len(e) > 2 else []) for e in BENCHMARKS]
 
 _RATIO = re.compile(r"^RATIO\s+(.*)$")
 _TARGET = re.compile(r"^(<=|>=)\s*([-+0-9.eE]+)$")
@@ -115,10 +126,11 @@ def quick_args(path: str, declared: Optional[Sequence[str]]) -> List[str]:
     return ["--quick"] if "--quick" in helptext else []
 
 
-def run_one(script: str, args: Sequence[str], timeout: float, echo: bool = True) -> Result:
+def run_one(script: str, args: Sequence[str], timeout: float, echo: bool = True, label: Optional[str] = None) -> Result:
     path = os.path.join(HERE, script)
+    name = label or script
     if not os.path.isfile(path):
-        return Result(script, "missing", f"{path} does not exist")
+        return Result(name, "missing", f"{path} does not exist")
     cmd = [sys.executable, path, *args]
     if echo:
         print(f"\n=== {script} {' '.join(args)}", flush=True)
@@ -128,7 +140,7 @@ def run_one(script: str, args: Sequence[str], timeout: float, echo: bool = True)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=HERE,
                                 start_new_session=True)
     except OSError as e:
-        return Result(script, "failed", str(e))
+        return Result(name, "failed", str(e))
     timed_out = threading.Event()
 
     def stop():  # the benchmark and whatever it started (its own process group)
@@ -151,8 +163,8 @@ def run_one(script: str, args: Sequence[str], timeout: float, echo: bool = True)
         watchdog.cancel()
     text = "".join(lines)
     if timed_out.is_set():
-        return Result(script, "timeout", f"stopped after {timeout:.0f} s", time.time() - t0, parse_ratios(text))
-    res = Result(script, "ran" if rc == 0 else "failed", "" if rc == 0 else f"exit {rc}: {_last_line(text)}",
+        return Result(name, "timeout", f"stopped after {timeout:.0f} s", time.time() - t0, parse_ratios(text))
+    res = Result(name, "ran" if rc == 0 else "failed", "" if rc == 0 else f"exit {rc}: {_last_line(text)}",
                  time.time() - t0, parse_ratios(text))
     if res.status == "ran" and not res.ratios:
         res.status, res.detail = "failed", "printed no RATIO line"
@@ -195,17 +207,19 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", metavar="SCRIPT", help="run only this benchmark (repeatable)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark (default 3600)")
     a = p.parse_args(argv)
-    known = [s for s, _ in BENCHMARKS]
+    known = [s for s, _, _ in entries()]
     for s in a.only or []:
         if s not in known:
             p.error(f"unknown benchmark {s!r}; benchmarks: {', '.join(known)}")
     results = []
-    for script, declared in BENCHMARKS:
+    counts = {s: known.count(s) for s in known}
+    for script, declared, always in entries():
         if a.only and script not in a.only:
             continue
         path = os.path.join(HERE, script)
         args = [] if a.full or not os.path.isfile(path) else quick_args(path, declared)
-        results.append(run_one(script, args, a.timeout))
+        label = " ".join([script, *always]) if counts[script] > 1 and always else script
+        results.append(run_one(script, [*args, *always], a.timeout, label=label))
     print(f"\n=== summary ({'full' if a.full else 'quick'} runs; load average {os.getloadavg()[0]:.1f}: "
           f"timings on a busy machine are noisy)")
     print(summary(results))

@@ -246,6 +246,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="copy the data-bin's other splits instead of symlinking them")
     p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     p.add_argument("--fp16", action="store_true", help="half-precision teacher (CUDA only)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 teacher (CPU with bf16 hardware, or CUDA); log-probabilities in float32")
     p.add_argument("--force", action="store_true", help="redo a split that is already complete")
     p.add_argument("--restart", action="store_true", help="ignore the hypotheses of an interrupted run")
     p.add_argument("--no-progress-bar", action="store_true")
@@ -268,6 +270,8 @@ def run(args) -> dict:
         raise DistillError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     if args.fp16 and (args.cpu or not torch.cuda.is_available()):
         raise DistillError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
+    if args.fp16 and args.bf16:
+        raise DistillError("--fp16 and --bf16 exclude each other: pick one")
     task = setup_translation_task(args.data, args.source_lang, args.target_lang)
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
     split = args.split
@@ -280,6 +284,8 @@ def run(args) -> dict:
     gold_fp = artifacts.data_fingerprint(args.data, split, src, tgt)
     gen_opts = {k: getattr(args, k) for k in ("beam", "nbest", "max_len_a", "max_len_b", "min_len",
                                               "lenpen", "unkpen", "fp16")}
+    if args.bf16:  # only then, so that the fingerprints of float32 and fp16 runs stay as they were
+        gen_opts["bf16"] = True
     fingerprint = {"teacher": teacher_fp["ensemble_sha256"], "data": gold_fp["sha256"], "generation": gen_opts}
     out_opts = {"select": args.select, "bleu_remove_bpe": args.bleu_remove_bpe,
                 "filter_max_len": args.filter_max_len, "filter_ratio": args.filter_ratio,
@@ -322,6 +328,8 @@ def run(args) -> dict:
         for m in models:
             if args.fp16:
                 m.half()
+            elif args.bf16:
+                m.to(dtype=torch.bfloat16)
             if use_cuda:
                 m.cuda()
             m.make_generation_fast_(beamable_mm_beam_size=args.beam, need_attn=False)

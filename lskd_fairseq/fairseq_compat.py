@@ -33,6 +33,18 @@ failing obscurely:
 5. ``enable_resume_check()``: before fairseq's trainer restores a checkpoint, it
    lets the task (``check_resume(filename, reset)``) refuse one written under other
    settings. Installed by ``translation_kd`` when it builds a training criterion.
+
+6. ``--bf16`` on CPU and CUDA. fairseq 0.12's ``options.parse_args_and_arch``
+   (fairseq/options.py, "if args.bf16: args.tpu = True"; fairseq issue #4696) turns
+   ``--bf16`` and ``--memory-efficient-bf16`` into ``--tpu``, so the trainer looks
+   for an XLA device and fails on CPU and CUDA. After fairseq's parsing we clear
+   that implied ``tpu`` again, only when ``--tpu`` was not on the command line and
+   torch_xla is not installed (with torch_xla, ``--bf16`` keeps meaning TPU as in
+   fairseq). Nothing else about bf16 is changed: fairseq's trainer then casts the
+   model, criterion and float batches to bfloat16 (trainer.py, ``Trainer.__init__``
+   and ``_fp_convert_sample``), keeps float32 master weights in ``FP16Optimizer`` /
+   ``MemoryEfficientFP16Optimizer`` (unflattened for bf16) and does no loss scaling
+   for bf16 (fp16_optimizer.py: ``self.scaler = None``), which all work on CPU.
 """
 
 import argparse
@@ -182,6 +194,21 @@ def check_task_options(argv, default_task) -> None:
         )
 
 
+def _xla_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch_xla") is not None
+
+
+def undo_bf16_implied_tpu(args, argv) -> None:
+    """Clear the ``tpu`` that fairseq's parser sets for ``--bf16`` (docstring, 6.)."""
+    if args is None or not getattr(args, "bf16", False) or not getattr(args, "tpu", False):
+        return
+    if "--tpu" in [a.split("=", 1)[0] for a in argv if isinstance(a, str)] or _xla_installed():
+        return  # a TPU run: fairseq's meaning of --bf16 there
+    args.tpu = False
+
+
 def _patch_parse_args_and_arch() -> None:
     from fairseq import options
 
@@ -194,8 +221,12 @@ def _patch_parse_args_and_arch() -> None:
         if not suppress_defaults:  # with it, fairseq calls this again without
             argv = sys.argv[1:] if input_args is None else list(input_args)
             check_task_options(argv, parser.get_default("task"))
-        return original(parser, input_args=input_args, parse_known=parse_known,
-                        suppress_defaults=suppress_defaults, modify_parser=modify_parser)
+        out = original(parser, input_args=input_args, parse_known=parse_known,
+                       suppress_defaults=suppress_defaults, modify_parser=modify_parser)
+        if not suppress_defaults:  # with it, only the options given are returned
+            undo_bf16_implied_tpu(out[0] if parse_known else out,
+                                  sys.argv[1:] if input_args is None else list(input_args))
+        return out
 
     parse_args_and_arch._lskd_checked = True
     options.parse_args_and_arch = parse_args_and_arch

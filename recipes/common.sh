@@ -138,7 +138,12 @@ lskd_run_logged() {
 }
 
 # Device: CUDA when torch sees it (fp16 unless FP16=no; fairseq spreads training
-# over all visible GPUs by itself), otherwise CPU.
+# over all visible GPUs by itself), otherwise CPU. BF16=auto|yes|no: bfloat16 training
+# (fairseq's --bf16, made to work off TPUs by lskd_fairseq.fairseq_compat) and bfloat16
+# teachers in lskd-distill-data / lskd-teacher-cache. auto: on CPU when it has bf16
+# hardware (AMX), never on CUDA (fp16 stays); yes: always (on CUDA instead of fp16).
+# LSKD_DEVICE_ARGS go to fairseq-train, LSKD_GEN_DEVICE_ARGS to fairseq-generate and
+# evaluation (no bf16: test decoding stays as it was), LSKD_TOOL_DEVICE_ARGS to the lskd tools.
 lskd_detect_device() {
     if [ "${DEVICE:-auto}" = auto ]; then
         if python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -147,15 +152,29 @@ lskd_detect_device() {
             DEVICE=cpu
         fi
     fi
+    local bf16=0
+    case "${BF16:-auto}" in
+        yes) bf16=1 ;;
+        no) ;;
+        auto)
+            if [ "$DEVICE" != cuda ] && python -c 'import torch,sys; sys.exit(0 if torch.cpu._is_amx_tile_supported() else 1)' 2>/dev/null; then
+                bf16=1
+            fi ;;
+        *) lskd_die "BF16 must be auto, yes or no (got ${BF16})" ;;
+    esac
     NGPU=0
     if [ "$DEVICE" = cuda ]; then
         NGPU="$(python -c 'import torch; print(torch.cuda.device_count())')"
         LSKD_DEVICE_ARGS=""
-        if [ "${FP16:-auto}" != no ]; then LSKD_DEVICE_ARGS="--fp16"; fi
+        if [ "$bf16" = 1 ]; then LSKD_DEVICE_ARGS="--bf16"
+        elif [ "${FP16:-auto}" != no ]; then LSKD_DEVICE_ARGS="--fp16"; fi
         LSKD_GEN_DEVICE_ARGS="$LSKD_DEVICE_ARGS"
+        LSKD_TOOL_DEVICE_ARGS="$LSKD_DEVICE_ARGS"
     else
         LSKD_DEVICE_ARGS="--cpu"
         LSKD_GEN_DEVICE_ARGS="--cpu"
+        LSKD_TOOL_DEVICE_ARGS="--cpu"
+        if [ "$bf16" = 1 ]; then LSKD_DEVICE_ARGS="--cpu --bf16"; LSKD_TOOL_DEVICE_ARGS="--cpu --bf16"; fi
     fi
     lskd_log "device: $DEVICE (GPUs: $NGPU) -> ${LSKD_DEVICE_ARGS}"
 }

@@ -14,7 +14,7 @@ LSKD_NMT_OPTIONS="SCALE DATA_DIR WORK DIRECTIONS TEST_SET SPM_VOCAB SPM_TYPE SPM
  MAX_TRAIN_HOURS_TEACHER MAX_TRAIN_HOURS_STUDENT
  LR_TEACHER WARMUP_TEACHER DROPOUT_TEACHER MAX_TOKENS_TEACHER PATIENCE_TEACHER STOP_METRIC_TEACHER
  BEAM LENPEN GEN_MAX_TOKENS MAX_LEN_A MAX_LEN_B EVAL_CHECKPOINT
- DEVICE FP16 SEED TEACHER_SEED FORCE STAGE STOP_STAGE EXTRA_TRAIN_ARGS WORKERS"
+ DEVICE FP16 BF16 SEED TEACHER_SEED FORCE STAGE STOP_STAGE EXTRA_TRAIN_ARGS WORKERS"
 
 # Defaults of the options every NMT recipe has (a recipe sets its own first).
 lskd_nmt_defaults() {
@@ -33,7 +33,7 @@ lskd_nmt_defaults() {
     : "${LR_TEACHER:=$LR}" "${WARMUP_TEACHER:=$WARMUP}" "${DROPOUT_TEACHER:=$DROPOUT}" "${MAX_TOKENS_TEACHER:=$MAX_TOKENS}"
     : "${PATIENCE_TEACHER:=0}" "${STOP_METRIC_TEACHER:=nll_loss}"
     : "${GEN_MAX_TOKENS:=8000}" "${MAX_LEN_A:=1.2}" "${MAX_LEN_B:=10}"
-    : "${EVAL_CHECKPOINT:=checkpoint_best.pt}" "${DEVICE:=auto}" "${FP16:=auto}" "${FORCE:=0}"
+    : "${EVAL_CHECKPOINT:=checkpoint_best.pt}" "${DEVICE:=auto}" "${FP16:=auto}" "${BF16:=auto}" "${FORCE:=0}"
     # SEED: the students' seed (initialisation, data order, dropout); TEACHER_SEED: the teachers'
     : "${SEED:=1}" "${TEACHER_SEED:=1}"
     : "${STAGE:=1}" "${STOP_STAGE:=temperature_sweep}" "${EXTRA_TRAIN_ARGS:=}" "${WORKERS:=2}"
@@ -132,7 +132,7 @@ do_teacher_cache() {
         # shellcheck disable=SC2086
         lskd-teacher-cache "$dir/bin" --out "$dir/teacher_cache/$teacher" --split "$split" -k "$KD_TOPK" \
             --teacher-path "$dir/models/$teacher/$EVAL_CHECKPOINT" -s "$SRC" -t "$TGT" \
-            --max-tokens "$GEN_MAX_TOKENS" --no-progress-bar $LSKD_GEN_DEVICE_ARGS
+            --max-tokens "$GEN_MAX_TOKENS" --no-progress-bar $LSKD_TOOL_DEVICE_ARGS
     done
 }
 
@@ -184,7 +184,7 @@ do_distill() {  # do_distill SRC TGT DIR TEACHER: teacher beam outputs on train 
         --teacher-path "$dir/models/$teacher/$EVAL_CHECKPOINT" -s "$src" -t "$tgt" \
         --source-text "$SPM/train.$src" --target-text "$SPM/train.$tgt" \
         --beam "$SEQKD_BEAM" --max-tokens "$GEN_MAX_TOKENS" --max-len-a "$MAX_LEN_A" --max-len-b "$MAX_LEN_B" \
-        --no-progress-bar $LSKD_GEN_DEVICE_ARGS
+        --no-progress-bar $LSKD_TOOL_DEVICE_ARGS
 }
 
 train_student_seqkd() {  # train_student_seqkd DIR NAME TEACHER: Kim & Rush sequence-level KD

@@ -42,6 +42,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     p.add_argument("--fp16", action="store_true", help="half-precision teacher (CUDA only)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 teacher (CPU with bf16 hardware, or CUDA); log-probabilities in float32")
     p.add_argument("--no-progress-bar", action="store_true")
     return p
 
@@ -55,6 +57,8 @@ def run(args) -> dict:
         raise ArtifactError(f"--k must be >= 1, got {args.k}")
     if args.fp16 and (args.cpu or not torch.cuda.is_available()):
         raise ArtifactError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
+    if args.fp16 and args.bf16:
+        raise ArtifactError("--fp16 and --bf16 exclude each other: pick one")
     task = artifacts.setup_translation_task(args.data, args.source_lang, args.target_lang)
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
     task.load_dataset(args.split)
@@ -70,6 +74,8 @@ def run(args) -> dict:
     for m in teacher.models:
         if args.fp16:
             m.half()
+        elif args.bf16:
+            m.to(dtype=torch.bfloat16)
         if use_cuda:
             m.cuda()
     header = {
@@ -79,6 +85,7 @@ def run(args) -> dict:
            for key, value in artifacts.dictionary_fingerprint(d).items()},
         "teacher_dict_check": args.teacher_dict_check,
         "source_lang": src, "target_lang": tgt, "vocab_size": vocab, "fp16_teacher": bool(args.fp16),
+        "bf16_teacher": bool(args.bf16),
     }
     writer = artifacts.TopKCacheWriter(args.out, args.split, ds.tgt_sizes, args.k, vocab)
     indices = ds.ordered_indices()

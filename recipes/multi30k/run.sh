@@ -83,6 +83,9 @@
 #                        seeds share one WORK: students of both teachers with one seed are paired
 #   TEACHER_SEED=1       the teachers' seed (trained once, whatever SEED is)
 #   FP16=auto  STAGE=1 STOP_STAGE=11
+#   BF16=auto            auto | yes | no: bfloat16 training (fairseq --bf16) and bf16 teachers in
+#                        lskd-distill-data / lskd-teacher-cache; auto: on a CPU with bf16 hardware
+#                        (AMX), never on CUDA (fp16 stays there); yes on CUDA replaces fp16
 #   FORCE=0   1: rerun steps that are done (a training resumes from its checkpoint_last.pt and so
 #             stops at once if it had finished: delete WORK/<dir>/models/<name> to retrain)
 #   EXTRA_TRAIN_ARGS=""  appended to every fairseq-train call;  WORKERS=2  fairseq-preprocess workers
