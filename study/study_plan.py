@@ -208,6 +208,7 @@ SCALE_DEFS: Dict[str, Scale] = {
             batch_size=32, lr=0.05, temperatures=[1, 2, 4],
             subset_train_per_class=40, subset_test_per_class=20, val_fraction=0.1,
             long_tail_imbalance=10, shot_thresholds=(25, 8), est_teacher_s=12, est_student_s=12,
+            extra=precision_args(),  # the cpu scale's precision, so that the smoke study runs its path
         ),
         nmt=NmtScale("smoke", 12, 8, est_teacher_s=20, est_student_s=15, est_other_s=20,
                      est_distill_s=40, est_eval_s=25, top_tokens=200, kd_sweep_temperatures=[2]),

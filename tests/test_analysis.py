@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import assert_png_drawn, run_cli
 
 from lskd_study import projection as proj
 
@@ -180,6 +180,7 @@ def test_plot_cli_writes_each_figure(tmp_path):
         run_cli(["lskd-plot", *args, "-o", outs[name]])
     for p in outs.values():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png_drawn(p)  # something was drawn, not a blank canvas or bare axes
     # curves from a vision run folder's metrics.csv and from a fairseq log
     run = tmp_path / "run"
     run.mkdir()
@@ -196,6 +197,41 @@ def test_plot_cli_writes_each_figure(tmp_path):
     out = tmp_path / "curves.png"
     run_cli(["lskd-plot", "curves", f"vision={run}", f"nmt={log}", "-o", out])
     assert out.stat().st_size > 1000
+    assert_png_drawn(out)
+
+
+def _drawn_figures(monkeypatch, argv):
+    """Run lskd-plot in this process and keep the figures it saves (their lines and bars)."""
+    from lskd_study import plots
+    from lskd_study.cli.plot import main
+
+    figs = []
+    save = plots._save
+
+    def keep(fig, path):
+        figs.append([[(list(map(float, ln.get_xdata())), list(map(float, ln.get_ydata())))
+                      for ln in ax.get_lines()]
+                     for ax in fig.axes])
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    assert main(argv) in (0, None)
+    assert len(figs) == 1
+    return figs[0]
+
+
+def test_plotted_lines_hold_the_data(tmp_path, monkeypatch):
+    """The temperature and curve figures draw one line per series, through the given points."""
+    (ax,) = _drawn_figures(monkeypatch, ["temperature", "LS=1:50,2:48,4:45", "no LS=1:49,2:49,4:48",
+                                         "-o", str(tmp_path / "t.png")])
+    assert ax == [([1.0, 2.0, 4.0], [50.0, 48.0, 45.0]), ([1.0, 2.0, 4.0], [49.0, 49.0, 48.0])]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,train_loss,val_top1\n1,2.0,30\n2,1.5,40\n")
+    loss, metric = _drawn_figures(monkeypatch, ["curves", f"vision={run}", "-o", str(tmp_path / "c.png")])
+    assert loss == [([1.0, 2.0], [2.0, 1.5])] and metric == [([1.0, 2.0], [30.0, 40.0])]
+    assert_png_drawn(tmp_path / "t.png")
+    assert_png_drawn(tmp_path / "c.png")
 
 
 # ------------------------------------------------------------------ fairseq

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import PLUGIN, SHARED_DATA, TINY_ARCH, _tokenize, run_cli, train_args
+from conftest import PLUGIN, TINY_ARCH, _tokenize, require_data, run_cli, train_args
 from fork_cli import fork_cli  # noqa: F401  (fixture)
 from lskd_fairseq.fairseq_compat import allow_fairseq_checkpoint_globals
 
@@ -37,7 +37,7 @@ def _sha(path: Path) -> str:
 def _text(dest: Path, first: int, n: int) -> Path:
     """Multi30k training pairs ``first .. first + n`` (tokenized as conftest does), and valid/test."""
     dest.mkdir(parents=True)
-    src = SHARED_DATA / "multi30k"
+    src = require_data("multi30k", "Multi30k task 1 en-de: train/val/test_2016_flickr .en.gz/.de.gz")
     for lang in ("en", "de"):
         with gzip.open(src / f"train.{lang}.gz", "rt", encoding="utf-8") as f:
             lines = [_tokenize(line) for i, line in enumerate(f) if first <= i < first + n + 200]

@@ -10,10 +10,11 @@ from typing import Callable, List
 
 import pytest
 
+from conftest import require_data
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 RECIPE = os.path.join(REPO, "recipes", "multi30k", "run.sh")
-DATA = os.path.join(REPO, "..", "shared", "data", "multi30k")
 
 
 def _env():
@@ -130,8 +131,7 @@ def _recipe(work, *args, timeout=600):
 @pytest.fixture(scope="module")
 def partial_run(tmp_path_factory):
     """Data, sentencepiece and binarized data, and only the LS teacher (a few updates)."""
-    if not os.path.isdir(DATA):
-        pytest.skip(f"shared Multi30k data missing: {DATA}")
+    require_data("multi30k", "Multi30k task 1 en-de: train/val/test_2016_flickr .en.gz/.de.gz")
     work = tmp_path_factory.mktemp("partial") / "work"
     # validated by BLEU with patience, as at cpu scale: its checkpoint then holds numpy metrics
     # (the BLEU counts) that the evaluation must read
@@ -180,6 +180,14 @@ def test_recipe_evaluate_scores_what_exists(partial_run):
     r = json.loads((partial_run / "en-de" / "results" / "teacher_ls.json").read_text())
     assert r["name"] == "teacher_ls" and r["n_sentences"] == 60 and 0 <= r["bleu"] <= 100
     assert "scored so far: 1" in res.stderr
+    # exact: the sacrebleu command line on the same files, with the tokenisation and case of the signature
+    sig = dict(part.split(":", 1) for part in r["bleu_signature"].split("|"))
+    cmd = [os.path.join(BIN, "sacrebleu"), r["ref_file"], "-i", r["hyp_file"], "-m", "bleu", "-b", "-w", "4",
+           "--tokenize", sig["tok"]] + (["--lowercase"] if sig["case"] == "lc" else [])
+    cli = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert len(open(r["hyp_file"], encoding="utf-8").read().splitlines()) == 60
+    assert abs(r["bleu"] - float(cli.stdout.strip())) <= 0.01, (r["bleu"], cli.stdout, r["bleu_signature"])
 
 
 def test_recipe_stage_before_its_data(tmp_path):

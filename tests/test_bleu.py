@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
+from conftest import SHARED_DATA, require_data
+
 from lskd_fairseq.atomic import atomic_write_json
 from lskd_fairseq.cli import bleu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WMT14 = os.path.join(REPO, "..", "shared", "data", "wmt14")
+WMT14 = str(SHARED_DATA / "wmt14")
 REF_DE = os.path.join(WMT14, "newstest2014.de.gz")
 SRC_EN = os.path.join(WMT14, "newstest2014.en.gz")
 BIN = os.path.dirname(sys.executable)
@@ -43,7 +45,7 @@ def sacrebleu_cli(ref, hyp):
 
 @pytest.fixture(scope="module")
 def hyp_file(tmp_path_factory):
-    assert os.path.isfile(REF_DE), f"shared test data missing: {REF_DE}"
+    require_data("wmt14/newstest2014.de.gz", "WMT14 newstest2014, German side (3,003 lines, gzipped)")
     path = tmp_path_factory.mktemp("hyp") / "newstest2014.hyp.de"
     path.write_text("".join(l + "\n" for l in perturbed(bleu.read_lines(REF_DE))), encoding="utf-8")
     return str(path)
@@ -104,7 +106,7 @@ def _generate_log(piece_lines, order):
 
 
 def test_generate_output_is_reordered_and_desegmented(tmp_path):
-    refs = bleu.read_lines(REF_DE)[:400]
+    refs = bleu.read_lines(str(require_data("wmt14/newstest2014.de.gz", "WMT14 newstest2014, German side")))[:400]
     model, sp = _spm(tmp_path, refs)
     pieces = [" ".join(sp.encode(r, out_type=str)) for r in refs]
     assert any(bleu.SPM_SPACE in p for p in pieces)

@@ -3,7 +3,14 @@
 - lskd's console scripts: every ``--option`` on the line appears in that command's ``--help``;
 - fairseq's commands: the line parses with fairseq's own parser, the plugin loaded (fairseq's
   ``--help`` lists only its generic options, so the parser is the real check);
-- ``bash FILE`` / ``make TARGET``: the file or target exists.
+- ``bash FILE`` / ``make TARGET``: the file or target exists;
+- ``python SCRIPT.py`` / ``python -m MODULE`` / ``torchrun ... -m MODULE`` (in shell blocks, and the
+  inline ``python benchmarks/...`` commands of the prose): the script exists and every ``--option``
+  is one its argparse parser lists in ``--help``;
+- a few commands that are not lskd's (pip, sacrebleu, fairseq-preprocess, ...) are named in
+  ``NOT_OURS``; a command of any other kind fails the test.
+
+Options are matched exactly, as whole option names (``--k`` is not accepted because ``--kd`` is).
 """
 
 import functools
@@ -55,6 +62,57 @@ def _words(line):
 COMMANDS = _commands()
 
 
+def _inline_python_commands():
+    """``python benchmarks/...`` commands quoted inline in the prose (possibly wrapped over lines)."""
+    out = []
+    for doc in DOCS:
+        text = open(os.path.join(REPO, doc), encoding="utf-8").read()
+        text = re.sub(r"```.*?```", "", text, flags=re.S)  # the shell blocks are COMMANDS
+        for span in re.findall(r"`(python benchmarks/[^`]*)`", text):
+            out.append((doc, " ".join(span.split())))
+    return out
+
+
+INLINE = _inline_python_commands()
+
+# commands the docs show that are not lskd's (fairseq-hydra-train has its own test)
+NOT_OURS = {"cd", "export", "pip", "sacrebleu", "fairseq-preprocess", "fairseq-hydra-train"}
+
+
+def _help_options(text):
+    """The option names an argparse ``--help`` lists: its usage synopsis and its option rows
+    (not the words of the descriptions, which may mention options of other commands)."""
+    usage, _, rest = text.partition("\n\n")
+    names = set(re.findall(r"(?<![\w-])(--?[A-Za-z0-9][\w-]*)", usage))
+    for row in rest.splitlines():
+        if re.match(r"^\s+-", row):
+            head = re.split(r"\s{2,}", row.strip())[0]
+            names.update(re.findall(r"(?<![\w-])(--?[A-Za-z0-9][\w-]*)", head))
+    return names
+
+
+def _check_options(doc, line, what, help_argv, opts):
+    r = _help(tuple(help_argv))
+    assert r.returncode == 0, f"{doc}: {what} --help failed: {r.stderr[-500:]}"
+    known = _help_options(r.stdout)
+    assert "--help" in known, f"{doc}: could not read the options of {what} from its --help: {r.stdout[:500]}"
+    missing = [o for o in opts if o not in known]
+    assert not missing, f"{doc}: {what} has no option(s) {missing} (line: {line})"
+
+
+def _check_python(doc, line, args):
+    """``python`` arguments: ``SCRIPT.py ...`` or ``-m MODULE ...``; the options after it exist."""
+    if args[:1] == ["-m"] and len(args) > 1:
+        target, rest, argv = args[1], args[2:], [sys.executable, "-m", args[1]]
+    else:
+        assert args and args[0].endswith(".py"), f"{doc}: a python command of an unknown form: {line}"
+        path = os.path.join(REPO, args[0])
+        assert os.path.isfile(path), f"{doc}: no script {args[0]} (line: {line})"
+        target, rest, argv = args[0], args[1:], [sys.executable, path]
+    opts = [w.split("=")[0] for w in rest if w.startswith("--")]
+    _check_options(doc, line, target, argv + ["--help"], opts)
+
+
 @functools.lru_cache(maxsize=None)
 def _help(argv):
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=300)
@@ -82,10 +140,7 @@ def test_documented_command_exists_with_its_options(doc, line):
         assert os.path.isfile(os.path.join(REPO, words[1])), f"{doc}: no file {words[1]}"
     elif cmd in scripts:
         sub = [w for w in words[1:3] if not w.startswith("-")][:1] if cmd == "lskd-bleu" or cmd == "lskd-plot" else []
-        r = _help(tuple([os.path.join(BIN, cmd)] + sub + ["--help"]))
-        assert r.returncode == 0, f"{doc}: {cmd} --help failed: {r.stderr[-500:]}"
-        missing = [o for o in opts if o not in r.stdout]
-        assert not missing, f"{doc}: {cmd} has no option(s) {missing} (line: {line})"
+        _check_options(doc, line, cmd, [os.path.join(BIN, cmd)] + sub + ["--help"], opts)
     elif cmd in FAIRSEQ:
         args = words[1:]
         if cmd == "fairseq-train" and "..." in line and "--arch" not in args:
@@ -101,8 +156,25 @@ def test_documented_command_exists_with_its_options(doc, line):
         r = subprocess.run([sys.executable, "-c", code] + args, capture_output=True, text=True,
                            cwd=REPO, timeout=300)
         assert r.returncode == 0, f"{doc}: {cmd} does not parse: {r.stderr[-800:]}"
-    elif cmd in ("python", "torchrun", "cd", "LSKD", "export", "pip", "sacrebleu", "fairseq-preprocess",
-                 "fairseq-hydra-train") or cmd.startswith("LSKD="):
-        return  # not lskd's commands (fairseq-hydra-train has its own test)
+    elif cmd == "python":
+        _check_python(doc, line, words[1:])
+    elif cmd == "torchrun":
+        # torchrun's own options, then -m MODULE and the module's options
+        assert "-m" in words, f"{doc}: a torchrun command without -m MODULE: {line}"
+        _check_python(doc, line, words[words.index("-m"):])
+    elif cmd in NOT_OURS:
+        return
     elif cmd.startswith("lskd-"):
         pytest.fail(f"{doc}: {cmd} is not a console script of setup.py")
+    else:
+        pytest.fail(f"{doc}: a command of a kind this test does not check: {cmd!r} (line: {line}); "
+                    f"check it here or name it in NOT_OURS")
+
+
+def test_the_prose_quotes_benchmark_commands():
+    assert len(INLINE) >= 3, INLINE
+
+
+@pytest.mark.parametrize("doc,line", INLINE, ids=[f"{d}:{ln[:50]}" for d, ln in INLINE])
+def test_inline_benchmark_command_exists_with_its_options(doc, line):
+    _check_python(doc, line, _words(line)[1:])

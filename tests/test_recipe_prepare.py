@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 
+from conftest import SHARED_DATA, require_data
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WMT14 = os.path.join(REPO, "..", "shared", "data", "wmt14", "newstest2014")
+WMT14 = str(SHARED_DATA / "wmt14" / "newstest2014")
 
 
 def _run(recipe, *args, timeout=300):
@@ -62,6 +64,8 @@ def test_iwslt14_without_data_says_what_to_get(tmp_path):
 
 
 def test_wmt14_prepare_cleans_subsets_and_keeps_pairs(tmp_path):
+    require_data("wmt14/newstest2014.en.gz", "WMT14 newstest2014, English and German sides (.en.gz, .de.gz)")
+    require_data("wmt14/newstest2014.de.gz", "WMT14 newstest2014, English and German sides (.en.gz, .de.gz)")
     corpus = tmp_path / "corpus.de-en"
     en = ["a b c", "", "x " * 300, "one two", "short", "w " * 20]
     de = ["a b c d", "leer", "y", "eins zwei", "lang " * 10, "v " * 21]

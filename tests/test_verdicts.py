@@ -189,10 +189,78 @@ def test_seq_kd_and_erasure_and_smoke():
     assert {r.verdict for k, r in smoke.items() if k != "long_tail"} == {INCONCLUSIVE}
 
 
-def test_weak_teachers_make_every_student_claim_inconclusive():
+# every claim about students, by the teachers it depends on (study/verdicts.py: vision_trained, nmt_trained)
+VISION_STUDENT_CLAIMS = ("kd_t1", "fig5", "temperature", "long_tail")
+NMT_STUDENT_CLAIMS = ("nmt_word_kd", "nmt_seq_kd", "temperature")
+
+
+def _decided_data():
+    """Data on which every student claim is decided (none inconclusive): the vision temperature
+    track is switched off (students at T=2 and 4 missing) so that temperature is decided by NMT
+    alone, and the long-tailed arm is there (full scale)."""
     d = _data()
-    d["vision"]["teacher_ls"] = _vm(20.0)
-    assert _verdicts(d)["kd_t1"].verdict == INCONCLUSIVE
+    sn = study_plan.seed_name
+    for i, s in enumerate(SEEDS):
+        for t in ("T2", "T4"):
+            del d["vision"][sn(f"student_ls_{t}", s)], d["vision"][sn(f"student_nols_{t}", s)]
+            # NMT sweep: the LS teacher's student falls behind at the largest T
+            d["nmt"][sn(f"student_wordkd_ls_{t}", s)] = {"bleu": (31.5 if t == "T2" else 29.0) + 0.1 * i}
+            d["nmt"][sn(f"student_wordkd_nols_{t}", s)] = {"bleu": 31.0 + 0.12 * i}
+        d["vision"][sn("lt_student_ls_T1", s)] = _vm(55.0 + 0.1 * i)
+        d["vision"][sn("lt_student_nols_T1", s)] = _vm(57.0 + 0.15 * i)
+    d["vision"].update({"lt_teacher_ls": _vm(60.0), "lt_teacher_nols": _vm(63.0)})
+    return d
+
+
+def _vision_decided_temperature(d):
+    """The vision temperature track back (LS-teacher student behind at T=4), the NMT sweep gone."""
+    sn = study_plan.seed_name
+    for i, s in enumerate(SEEDS):
+        for t in ("T2", "T4"):
+            del d["nmt"][sn(f"student_wordkd_ls_{t}", s)], d["nmt"][sn(f"student_wordkd_nols_{t}", s)]
+            d["vision"][sn(f"student_ls_{t}", s)] = _vm((80.0 if t == "T2" else 78.0) + 0.1 * i)
+            d["vision"][sn(f"student_nols_{t}", s)] = _vm(80.0 + 0.1 * i)
+    return d
+
+
+def test_weak_teachers_make_every_student_claim_inconclusive():
+    # healthy teachers: every student claim is decided, so an inconclusive verdict below is the guard's
+    ok = _verdicts(_decided_data(), "full")
+    for key in set(VISION_STUDENT_CLAIMS + NMT_STUDENT_CLAIMS):
+        assert ok[key].verdict != INCONCLUSIVE, (key, ok[key].verdict, ok[key].measured)
+    assert _verdicts(_vision_decided_temperature(_decided_data()), "full")["temperature"].verdict != INCONCLUSIVE
+    # a barely trained CIFAR-10 teacher (20% top-1; chance 10%): every vision student claim
+    for weak in ("teacher_ls", "teacher_nols"):
+        d = _vision_decided_temperature(_decided_data())
+        d["vision"][weak] = _vm(20.0)
+        rows = _verdicts(d, "full")
+        for key in VISION_STUDENT_CLAIMS:
+            assert rows[key].verdict == INCONCLUSIVE, (weak, key, rows[key].verdict)
+        assert "teachers barely trained" in rows["kd_t1"].measured and weak in rows["kd_t1"].measured
+        for key in ("nmt_word_kd", "nmt_seq_kd"):  # the NMT claims do not depend on the vision teachers
+            assert rows[key].verdict == ok[key].verdict, key
+    # a barely trained long-tailed teacher: the long-tail claim only
+    d = _decided_data()
+    d["vision"]["lt_teacher_nols"] = _vm(15.0)
+    rows = _verdicts(d, "full")
+    assert rows["long_tail"].verdict == INCONCLUSIVE and rows["kd_t1"].verdict == ok["kd_t1"].verdict
+    # the NMT weak-teacher guard: a teacher under MIN_NMT_TEACHER_BLEU makes every NMT claim inconclusive
+    from lskd_study.verdicts import MIN_NMT_TEACHER_BLEU
+
+    for weak in ("teacher_ls", "teacher_nols"):
+        d = _decided_data()
+        d["nmt"][weak] = {"bleu": MIN_NMT_TEACHER_BLEU - 0.5}
+        rows = _verdicts(d, "full")
+        for key in NMT_STUDENT_CLAIMS + ("nmt_teacher",):
+            assert rows[key].verdict == INCONCLUSIVE, (weak, key, rows[key].verdict)
+        assert "too weak to compare" in rows["nmt_word_kd"].measured, rows["nmt_word_kd"].measured
+        assert "too weak to compare" in rows["nmt_seq_kd"].measured, rows["nmt_seq_kd"].measured
+        for key in ("kd_t1", "fig5", "long_tail"):  # the vision claims do not depend on the NMT teachers
+            assert rows[key].verdict == ok[key].verdict, key
+    # at the threshold itself the teachers count as trained
+    d = _decided_data()
+    d["nmt"]["teacher_nols"] = {"bleu": MIN_NMT_TEACHER_BLEU}
+    assert _verdicts(d, "full")["nmt_word_kd"].verdict == ok["nmt_word_kd"].verdict
 
 
 def test_no_private_sacrebleu_api_in_the_study():

@@ -210,6 +210,65 @@ def test_setup_declares_the_timm_extra():
 
 
 # ------------------------------------------------------------------ lskd-stability --arch
+def _independent_model(path, arch):
+    """The weights in ``path`` in a model built by torchvision's or timm's own constructor."""
+    if arch.startswith("timm:"):
+        import timm
+        from safetensors.torch import load_file
+
+        model = timm.create_model(arch.split(":", 1)[1], pretrained=False, num_classes=4)
+        model.load_state_dict(load_file(path))
+    else:
+        model = torchvision.models.get_model(arch, weights=None, num_classes=4)
+        model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()
+
+
+def _images(folder, cfg):
+    """{class folder: (N, 3, H, W) batch} of ``folder``, preprocessed as the input config says."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.Resize(int(cfg["resize_size"]), interpolation=T.InterpolationMode(cfg.get("interpolation", "bilinear"))),
+                    T.CenterCrop(int(cfg["input_size"])), T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])
+    return {c: torch.stack([tf(Image.open(os.path.join(folder, c, f)).convert("RGB"))
+                            for f in sorted(os.listdir(os.path.join(folder, c)))])
+            for c in sorted(os.listdir(folder))}
+
+
+def _spread_weights(path, arch, folder, cfg, out):
+    """The weights of ``path`` with batch-norm statistics measured on ``folder``'s images and the
+    last linear layer scaled so that the logits vary by about 2 from image to image."""
+    model = _independent_model(path, arch)
+    x = torch.cat(list(_images(folder, cfg).values()))
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average
+    with torch.no_grad():
+        model.train()
+        model(x)
+        model.eval()
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        scale = 2.0 / float(model(x).std(0).mean())
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+    return _save(model, out)
+
+
+def _direct_one_minus_s(path, arch, folder, cfg):
+    """1 - S of Eq. 2, ``(1/K) sum_c (1/n_c) sum_{i in c} ||p_i - mean_{j in c} p_j||^2``, from the
+    softmax of a model built here (torchvision's or timm's own constructor, not lskd's) on the
+    images of ``folder``'s class folders, preprocessed as the reported input config says."""
+    model = _independent_model(path, arch)
+    per_class = []
+    for x in _images(folder, cfg).values():
+        with torch.no_grad():
+            p = model(x).double().softmax(-1)
+        per_class.append(float(((p - p.mean(0, keepdim=True)) ** 2).sum(1).mean()))
+    return sum(per_class) / len(per_class)
+
+
 @pytest.mark.parametrize("arch,which", [(TV_ARCH, "tv_file"), (TIMM_ARCH, "timm_file")])
 def test_stability_of_a_state_dict(data, arch, which, request, tmp_path, capsys):
     path = request.getfixturevalue(which)
@@ -220,6 +279,16 @@ def test_stability_of_a_state_dict(data, arch, which, request, tmp_path, capsys)
     assert r["num_samples"] == 8 and r["classes"] == [f"class_{c}" for c in range(4)]
     assert 0.0 <= r["one_minus_S"] <= 1.0 and r["arch"] == arch
     assert r["input"]["input_size"] in (224, 160)
+    # Eq. 2 computed here, in plain torch, on the model's own probabilities for the same images; on
+    # weights whose outputs differ from image to image (freshly initialised ones give the same,
+    # near-uniform softmax for every image: 1-S about 0, which any bug would also give)
+    spread = _spread_weights(path, arch, os.path.join(data, "test"), r["input"],
+                             tmp_path / ("spread_" + os.path.basename(path)))
+    assert stability_main([spread, "--arch", arch, "--data", os.path.join(data, "test"), "--json", str(js)]) == 0
+    got = json.load(open(js))["one_minus_S"]
+    want = _direct_one_minus_s(spread, arch, os.path.join(data, "test"), r["input"])
+    assert want > 1e-4, want
+    assert got == pytest.approx(want, rel=1e-4, abs=0), (got, want)
     # a dataset root: its test split
     assert stability_main([path, "--arch", arch, "--data", data]) == 0
     assert "samples    : 8" in capsys.readouterr().out
