@@ -122,9 +122,9 @@ def amp_args(extra: List[str]) -> List[str]:
 
 SCALES = ("smoke", "cpu", "full")
 # the cpu scale's training lengths (chosen from the speeds above to fit BUDGET_S; see the cpu note)
-CPU_TEACHER_EPOCHS = 12
-CPU_STUDENT_EPOCHS = 8
-CPU_NMT_TEACHER_UPDATES = 2000
+CPU_TEACHER_EPOCHS = 10
+CPU_STUDENT_EPOCHS = 6
+CPU_NMT_TEACHER_UPDATES = 1600
 CPU_NMT_STUDENT_UPDATES = 600
 
 
@@ -239,7 +239,7 @@ SCALE_DEFS: Dict[str, Scale] = {
         ),
         # teachers: the recipe's cpu models, early-stopped on validation BLEU (patience 5 epochs), at
         # most CPU_NMT_TEACHER_UPDATES updates of 2048 tokens (what the budget holds at ~2 updates/s:
-        # ~7 epochs, short of convergence); students: CPU_NMT_STUDENT_UPDATES updates
+        # ~5.5 epochs, short of convergence); students: CPU_NMT_STUDENT_UPDATES updates
         nmt=NmtScale("cpu", CPU_NMT_TEACHER_UPDATES, CPU_NMT_STUDENT_UPDATES,
                      est_teacher_s=CPU_NMT_TEACHER_UPDATES / NMT_UPDATES_PER_S["teacher"] * 1.15,
                      est_student_s=CPU_NMT_STUDENT_UPDATES / NMT_UPDATES_PER_S["student"] + 15, est_other_s=90,
