@@ -167,17 +167,24 @@ def test_temperature_needs_a_significant_fall_behind_at_the_largest_t():
     assert ahead["temperature"].verdict == CONTRADICTED
 
 
-def test_long_tail_is_paired_by_seed():
+def test_long_tail_is_paired_by_seed(monkeypatch):
+    import dataclasses
+
     d = _data()
     sn = study_plan.seed_name
     d["vision"].update({"lt_teacher_ls": _vm(60.0), "lt_teacher_nols": _vm(63.0)})
     for i, s in enumerate(SEEDS):  # balanced gain ~ +0.3; long-tailed gain ~ -2: LS helps less
         d["vision"][sn("lt_student_ls_T1", s)] = _vm(55.0 + 0.1 * i)
         d["vision"][sn("lt_student_nols_T1", s)] = _vm(57.0 + 0.15 * i)
-    # a scale with the long-tailed arm (the cpu scale leaves it out for time)
+    # scales with the long-tailed arm
     assert _verdicts(d, "full")["long_tail"].verdict == REPRODUCED
+    assert _verdicts(d, "cpu")["long_tail"].verdict == REPRODUCED
     assert _verdicts(_data(), "full")["long_tail"].verdict == INCONCLUSIVE  # long-tailed runs missing
-    assert _verdicts(d)["long_tail"].verdict == "not tested by this study"  # cpu: arm not in the plan
+    # a scale without it
+    cpu = study_plan.SCALE_DEFS["cpu"]
+    no_arm = dataclasses.replace(cpu, vision=dataclasses.replace(cpu.vision, long_tail_imbalance=0))
+    monkeypatch.setitem(study_plan.SCALE_DEFS, "no_arm", no_arm)
+    assert _verdicts(d, "no_arm")["long_tail"].verdict == "not tested by this study"
 
 
 def test_seq_kd_and_erasure_and_smoke():
@@ -380,7 +387,9 @@ def test_students_of_one_seed_are_paired_and_teachers_trained_once(tmp_path):
     teacher = st.vision_cmd(by["vision/teacher_ls"])
     assert "--train-per-class" not in teacher and "--nesterov" in teacher  # the whole training set
     assert teacher[teacher.index("--epochs") + 1] == str(st.scale.vision.teacher_epochs)
-    assert sum(1 for r in st.runs if "teacher" in r.id and r.kind == "vision_train") == 2  # once per setting
+    teachers = sorted(r.id for r in st.runs if "teacher" in r.id and r.kind == "vision_train")
+    assert teachers == ["vision/lt_teacher_ls", "vision/lt_teacher_nols", "vision/teacher_ls",
+                        "vision/teacher_nols"]  # once per setting and data arm
     assert sum(1 for r in st.runs if r.id.startswith("vision/student_ls_T1_seed")) == 3
     full = Study("full", str(tmp_path / "full"), seeds=3)  # a scale with the long-tailed arm
     fby = {r.id: r for r in full.runs}
@@ -398,7 +407,10 @@ def test_students_of_one_seed_are_paired_and_teachers_trained_once(tmp_path):
     assert "--seed" not in st.recipe_cmd(by["nmt/teacher_ls"]) and "--seed" not in st.recipe_cmd(by["nmt/distill"])
     assert by["nmt/student_wordkd_seed2"].args["steps"] == ["student_wordkd_ls_s2", "student_wordkd_nols_s2"]
     assert by["nmt/student_wordkd_seed1"].args["steps"] == ["student_wordkd_ls", "student_wordkd_nols"]
-    assert "nmt/evaluate_seed1" in by["nmt/evaluate_seed3"].deps  # the teachers are scored once
+    assert "nmt/evaluate_seed1" in by["nmt/evaluate_seed2"].deps  # the teachers are scored once
+    # the NMT track trains the students of the first nmt_seeds seeds only (the vision track all)
+    nmt_seeds = st.scale.nmt_seed_list(st.seeds)
+    assert nmt_seeds == [1, 2] and "nmt/evaluate_seed3" not in by and "vision/student_nokd_seed3" in by
     # word-KD students read the teachers' caches (made once, before any of them)
     cmd = st.recipe_cmd(by["nmt/student_wordkd_seed2"])
     assert cmd[cmd.index("--teacher-cache") + 1] == "1"
