@@ -26,7 +26,7 @@ from lskd_fairseq.losses import ensemble_log_probs, ls_kd_loss
 from lskd_fairseq.metrics import CalibrationMeter
 
 from .precision import Precision, as_precision, float32_region
-from .models import build_model, check_arch, input_config, model_source, penultimate_hook
+from .models import LSKD_TEACHER, build_model, check_arch, input_config, model_source, penultimate_hook
 from .weights import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -129,7 +129,6 @@ class TeacherEnsemble(nn.Module):
         return ensemble_log_probs([m(v(x)) for m, v in zip(self.models, self.views)])
 
 
-LSKD_TEACHER = "lskd"  # --teacher-arch value of an lskd_vision checkpoint
 
 
 def style_input(style: Optional[str], img_size) -> Optional[Dict]:

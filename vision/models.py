@@ -36,6 +36,8 @@ import torchvision
 
 from .binary import reactnet18
 
+LSKD_TEACHER = "lskd"  # --teacher-arch value of an lskd_vision checkpoint
+
 
 class UnknownArchitectureError(ValueError):
     pass

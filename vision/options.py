@@ -9,8 +9,7 @@ import math
 
 from lskd_fairseq.losses import check_kd_options
 
-from .engine import LSKD_TEACHER
-from .models import check_arch
+from .models import LSKD_TEACHER, check_arch
 
 
 class UsageError(ValueError):
