@@ -71,20 +71,10 @@ def run(cmd, **kw):
 def cpu_info():
     import torch
 
+    from lskd_vision.precision import cpu_amx_tiles, cpu_flags
+
     cap = torch.backends.cpu.get_cpu_capability()
-    try:
-        amx = bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # an older torch without the check
-        amx = False
-    flags = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    amx, flags = cpu_amx_tiles(), cpu_flags()
     bf16 = "avx512_bf16" in flags
     print(f"INFO cpu: torch capability {cap}, AMX tiles {'yes' if amx else 'no'}, "
           f"avx512_bf16 {'yes' if bf16 else 'no'}, amx_bf16 flag {'yes' if 'amx_bf16' in flags else 'no'}; "

@@ -24,36 +24,36 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 FLOAT32 = "float32"
 
 
-def cpu_has_bf16() -> bool:
-    """True when this CPU runs bfloat16 in hardware (AMX tiles, or AVX512-BF16 / AMX-BF16 flags)."""
+def cpu_amx_tiles() -> bool:
+    """True when torch reports AMX tiles on this CPU (False on a torch without the check)."""
     check = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    if check is not None:
-        try:
-            if check():
-                return True
-        except Exception:  # an older torch without the check compiled in
-            pass
+    try:
+        return bool(check()) if check is not None else False
+    except Exception:  # an older torch without the check compiled in
+        return False
+
+
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bfloat16 in hardware (AMX tiles, or AVX512-BF16 / AMX-BF16 flags)."""
+    return cpu_amx_tiles() or bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_bf16_description() -> str:
     """One line on this CPU's bfloat16 support, for logs and reports."""
-    amx = False
-    check = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    try:
-        amx = bool(check()) if check is not None else False
-    except Exception:
-        amx = False
     cap = torch.backends.cpu.get_cpu_capability()
-    if amx:
+    if cpu_amx_tiles():
         return f"this CPU has AMX bf16 tiles (torch CPU capability {cap})"
     if cpu_has_bf16():
         return f"this CPU has AVX512-BF16 but no AMX (torch CPU capability {cap})"
@@ -181,4 +181,5 @@ def resolve_precision(args, device, log=print) -> Precision:
 
 
 __all__ = ["DTYPES", "FLOAT32", "FLOAT32_PRECISION", "Precision", "add_precision_args", "as_precision", "autocast",
-           "cpu_has_bf16", "float32_region", "memory_format_name", "precision_name", "resolve_precision"]
+           "cpu_amx_tiles", "cpu_bf16_description", "cpu_flags", "cpu_has_bf16", "float32_region",
+           "memory_format_name", "precision_name", "resolve_precision"]
