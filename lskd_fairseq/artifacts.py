@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from lskd_fairseq.atomic import atomic_path, atomic_write_json
-from lskd_fairseq.errors import LskdError
+from lskd_fairseq import integrity
+from lskd_fairseq.integrity import ArtifactError, sha256_file  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +41,7 @@ CACHE_FORMAT = "lskd-topk-cache"
 CACHE_VERSION = 1
 
 
-class ArtifactError(LskdError):
-    """An offline artifact that is missing, incomplete or made for something else."""
-
-
 # --------------------------------------------------------------------------- hashes
-
-
-def sha256_file(path: str, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def teacher_fingerprint(paths: Sequence[str]) -> Dict[str, object]:
@@ -191,9 +177,27 @@ class TopKCacheWriter:
         self.k = k
         self.id_dtype = id_dtype_for(vocab_size)
         shape = (max(1, self.n_tokens), k)
-        self._ids = np.memmap(self.paths["ids"] + ".tmp", dtype=self.id_dtype, mode="w+", shape=shape)
-        self._logits = np.memmap(self.paths["logits"] + ".tmp", dtype=np.float16, mode="w+", shape=shape)
+        self._tmps = [self.paths["ids"] + ".tmp", self.paths["logits"] + ".tmp"]
+        try:  # the whole maps reserved now: a full disk fails here, not as a SIGBUS mid-way
+            for tmp, dtype in zip(self._tmps, (self.id_dtype, np.dtype(np.float16))):
+                with open(tmp, "wb"):
+                    pass
+                integrity.preallocate(tmp, shape[0] * shape[1] * dtype.itemsize)
+            self._ids = np.memmap(self._tmps[0], dtype=self.id_dtype, mode="r+", shape=shape)
+            self._logits = np.memmap(self._tmps[1], dtype=np.float16, mode="r+", shape=shape)
+        except OSError as e:
+            self.abort()
+            if integrity.is_out_of_space(e):
+                raise integrity.out_of_space(self.paths["logits"], e) from None
+            raise
         self._written = np.zeros(len(sizes), dtype=bool)
+
+    def abort(self) -> None:
+        """Remove the temporary files (a failed or interrupted run leaves no partial cache)."""
+        self._ids = self._logits = None
+        for tmp in self._tmps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     def write(self, ids: Sequence[int], idx: torch.Tensor, vals: torch.Tensor, target_mask: torch.Tensor) -> None:
         """Store a batch: ``idx``/``vals`` (B, T, k); ``target_mask`` (B, T) True on real tokens."""
@@ -211,10 +215,6 @@ class TopKCacheWriter:
             self._logits[lo:hi] = vals[b][m].float().numpy().astype(np.float16)
             self._written[sid] = True
 
-    @property
-    def n_written(self) -> int:
-        return int(self._written.sum())
-
     def finish(self, header: dict) -> dict:
         if not self._written.all():
             missing = np.flatnonzero(~self._written)
@@ -228,6 +228,9 @@ class TopKCacheWriter:
         os.replace(self.paths["logits"] + ".tmp", self.paths["logits"])
         total = sum(os.path.getsize(self.paths[p]) for p in ("ids", "logits", "offsets"))
         header = dict(header)
+        hash_files = total <= integrity.HASH_LIMIT_BYTES
+        header["files"] = {p: integrity.file_record(self.paths[p], sha256=hash_files)
+                           for p in ("ids", "logits", "offsets")}
         header.update(
             format=CACHE_FORMAT, version=CACHE_VERSION, k=self.k, id_dtype=self.id_dtype.name,
             logit_dtype="float16", n_samples=len(self.offsets) - 1, n_tokens=self.n_tokens,
@@ -244,7 +247,9 @@ class TopKCache:
         self.cache_dir = cache_dir
         self.split = split
         self.paths = cache_paths(cache_dir, split)
-        header = read_json(self.paths["header"])
+        header = integrity.load_json(self.paths["header"], "teacher cache header", required=False,
+                                     rebuild=f"lskd-teacher-cache DATA --split {split} --teacher-path T.pt "
+                                     f"--out {cache_dir}")
         if header is None:
             raise ArtifactError(
                 f"teacher cache {cache_dir} has no complete cache for split {split!r} "
@@ -258,7 +263,22 @@ class TopKCache:
                                 f"this lskd reads version {CACHE_VERSION}; remake the cache")
         self.header = header
         self.k = int(header["k"])
+        self._check_files()
         self._mm = None
+
+    def rebuild_command(self) -> str:
+        return self.header.get("command") or (
+            f"lskd-teacher-cache DATA --split {self.split} --teacher-path T.pt --out {self.cache_dir}")
+
+    def _check_files(self) -> None:
+        """Every file complete: the sizes its header implies (and records), the hashes it records."""
+        h, rebuild = self.header, self.rebuild_command()
+        rows = max(1, int(h["n_tokens"])) * self.k
+        integrity.check_raw(self.paths["ids"], rows * np.dtype(h["id_dtype"]).itemsize, rebuild)
+        integrity.check_raw(self.paths["logits"], rows * 2, rebuild)
+        integrity.check_npy(self.paths["offsets"], (int(h["n_samples"]) + 1,), np.int64, rebuild)
+        for name, record in (h.get("files") or {}).items():
+            integrity.check_file_record(self.paths[name], record, rebuild)
 
     def _open(self):
         if self._mm is None:
@@ -362,7 +382,8 @@ def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_di
 
     if not os.path.isdir(ddir):
         raise DistillError(f"--distilled-data: no such directory: {ddir}")
-    man = read_json(manifest_path(ddir, split))
+    man = integrity.load_json(manifest_path(ddir, split), "distilled-data manifest", required=False,
+                              rebuild=f"lskd-distill-data GOLD --teacher-path T.pt --out {ddir} --split {split} --force")
     if man is None:
         if not required:
             return None
@@ -373,6 +394,12 @@ def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_di
     if man.get("format") != MANIFEST_FORMAT or not man.get("complete"):
         raise DistillError(f"{manifest_path(ddir, split)} is not a complete lskd-distill-data manifest")
     where = f"--distilled-data {ddir} (split {split!r})"
+    rebuild = man.get("command") or f"lskd-distill-data GOLD --teacher-path T.pt --out {ddir} --split {split} --force"
+    try:
+        for name, record in (man.get("files") or {}).items():  # complete, as written (sizes, hashes)
+            integrity.check_file_record(os.path.join(ddir, name), record, rebuild)
+    except ArtifactError as e:
+        raise DistillError(str(e)) from None
     for lang, d in ((src, src_dict), (tgt, tgt_dict)):
         path = os.path.join(ddir, f"dict.{lang}.txt")
         if not os.path.isfile(path):

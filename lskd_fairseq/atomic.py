@@ -3,7 +3,8 @@
 Checkpoints, caches, manifests, results JSON, reports, figures and sentencepiece
 models are written to a temporary file in the same folder, flushed and fsync'd,
 then renamed over the target; on any failure the temporary file is removed, so a
-half-written file never sits under the final name. Files get the mode the user's
+half-written file never sits under the final name. A full disk becomes one line
+(``lskd_fairseq.integrity.OutputError``) instead of an ``OSError``. Files get the mode the user's
 umask gives (``tempfile.mkstemp`` would leave them 0600).
 
 Pure Python (plus torch only inside ``atomic_save``): the vision and study layers
@@ -42,9 +43,13 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        from lskd_fairseq import integrity
+
+        if integrity.is_out_of_space(e):
+            raise integrity.out_of_space(path, e) from None
         raise
 
 

@@ -41,6 +41,7 @@ import gzip
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -49,16 +50,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from lskd_fairseq import artifacts
+from lskd_fairseq import artifacts, integrity
 from lskd_fairseq.atomic import atomic_write_json
 from lskd_fairseq.errors import run_tool
 from lskd_fairseq.teacher import add_teacher_args
 from lskd_fairseq.artifacts import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
-    ArtifactError,
     DistillError,
-    check_distilled_against_gold,
     manifest_path,
     setup_translation_task,
 )
@@ -266,6 +265,7 @@ def run(args) -> dict:
     from lskd_fairseq.teacher import Teacher, split_paths
 
     t_start = time.time()
+    integrity.check_output_dir(args.out, "--out")
     if args.nbest > args.beam:
         raise DistillError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     if args.fp16 and (args.cpu or not torch.cuda.is_available()):
@@ -437,9 +437,13 @@ def run(args) -> dict:
     b.finalize(oprefix + tgt + ".idx")
     for lang in (src, tgt):
         shutil.copyfile(os.path.join(args.data, f"dict.{lang}.txt"), os.path.join(tmp, f"dict.{lang}.txt"))
-    for name in sorted(os.listdir(tmp)):
+    written = sorted(os.listdir(tmp))
+    for name in written:
         os.replace(os.path.join(tmp, name), os.path.join(args.out, name))
     os.rmdir(tmp)
+    total = sum(os.path.getsize(os.path.join(args.out, name)) for name in written)
+    files = {name: integrity.file_record(os.path.join(args.out, name), sha256=total <= integrity.HASH_LIMIT_BYTES)
+             for name in written}
     # the other splits, so that the output is a complete data-bin
     linked = []
     for name in sorted(os.listdir(args.data)):
@@ -469,7 +473,8 @@ def run(args) -> dict:
         "resumed_from_partial": store.resumed, "generated_now": gen_sent,
         "generation_seconds": gen_seconds, "sentences_per_second": throughput,
         "other_splits": "copied" if args.copy_other_splits else "symlinked", "other_split_files": linked,
-        "elapsed_seconds": time.time() - t_start, "complete": True,
+        "elapsed_seconds": time.time() - t_start, "files": files, "command": _rebuild_command(args),
+        "complete": True,
     }
     atomic_write_json(mpath, manifest)  # last: marks the split complete
     store.close(remove=True)
@@ -484,6 +489,13 @@ def run(args) -> dict:
     )
     print(f"lskd-distill-data: wrote {args.out} (manifest {mpath})")
     return manifest
+
+
+def _rebuild_command(args) -> str:
+    """The command that makes this split again (recorded in the manifest, quoted by its reader)."""
+    cmd = ["lskd-distill-data", args.data, "--teacher-path", args.teacher_path, "--out", args.out,
+           "--split", args.split, "--beam", str(args.beam), "--force"]
+    return shlex.join(cmd + (["--bf16"] if args.bf16 else []) + (["--fp16"] if args.fp16 else []))
 
 
 def main(argv=None) -> int:

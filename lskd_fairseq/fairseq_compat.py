@@ -18,6 +18,9 @@ plugin is loaded (``--user-dir lskd_fairseq`` or ``import lskd_fairseq.tasks``).
    CPU module; for CPU modules only, we build the same wrapper without device ids.
    Everything else about fairseq's distributed set-up is left as it is.
 
+Each patch goes through ``wrap_once`` (applied once per process, the original kept as
+``__wrapped__``) and was checked against ``CHECKED_FAIRSEQ``.
+
 And three hooks through which the plugin explains a user's mistake instead of
 failing obscurely:
 
@@ -58,6 +61,22 @@ from lskd_fairseq.errors import LskdError, OptionError
 
 logger = logging.getLogger(__name__)
 
+# The fairseq these patches were read against and checked with (setup.py pins it).
+CHECKED_FAIRSEQ = "fairseq-fixed 0.12.3.1 (fairseq 0.12.3)"
+
+
+def wrap_once(owner, name: str, make) -> None:
+    """Replace ``owner.name`` by ``make(original)``, once per process: the replacement is
+    flagged (``_lskd_patched``) and keeps the original as ``__wrapped__``, so a second call
+    (the plugin imported twice, ``apply()`` called again) leaves it as it is."""
+    original = getattr(owner, name)
+    if getattr(original, "_lskd_patched", False):
+        return
+    replacement = make(original)
+    replacement._lskd_patched = True
+    replacement.__wrapped__ = original
+    setattr(owner, name, replacement)
+
 # What fairseq 0.12 checkpoints pickle besides tensors and plain containers: the legacy
 # args, and numpy arrays, which a run trained with --eval-bleu keeps in its saved metrics
 # (the BLEU n-gram counts: numpy's array reconstruction, ndarray, dtype and the int/float
@@ -85,48 +104,46 @@ def allow_fairseq_checkpoint_globals() -> None:
 
 
 def _patch_torchrun_cpu_device_id() -> None:
+    """fairseq.distributed.utils._infer_torch_distributed_launch_init: device id
+    ``rank % cuda.device_count()`` divides by zero without CUDA; 0 there (docstring, 2.)."""
     from fairseq.distributed import utils as dist_utils
 
-    original = dist_utils._infer_torch_distributed_launch_init
-    if getattr(original, "_lskd_cpu_safe", False):
-        return
+    def make(original):
+        def infer_torchrun_init(cfg):
+            if torch.cuda.device_count() > 0:
+                return original(cfg)
+            cfg.distributed_init_method = "env://"
+            cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
+            cfg.distributed_rank = int(os.environ["RANK"])
+            cfg.device_id = 0  # no CUDA device to pick; fairseq would call cuda.set_device for > 0
+            cfg.distributed_no_spawn = True  # torchrun already started the workers
+        return infer_torchrun_init
 
-    def infer_torchrun_init(cfg):
-        if torch.cuda.device_count() > 0:
-            return original(cfg)
-        cfg.distributed_init_method = "env://"
-        cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
-        cfg.distributed_rank = int(os.environ["RANK"])
-        cfg.device_id = 0  # no CUDA device to pick; fairseq would call cuda.set_device for > 0
-        cfg.distributed_no_spawn = True  # torchrun already started the workers
-
-    infer_torchrun_init._lskd_cpu_safe = True
-    dist_utils._infer_torch_distributed_launch_init = infer_torchrun_init
+    wrap_once(dist_utils, "_infer_torch_distributed_launch_init", make)
 
 
 def _patch_cpu_ddp_wrapper() -> None:
+    """fairseq.models.DistributedFairseqModel: passes ``device_ids=[0]`` to torch's DDP,
+    which refuses it for a CPU module; the same wrapper without device ids on CPU (2.)."""
     from fairseq import models
     from fairseq.models.distributed_fairseq_model import ModuleProxyWrapper
 
-    original = models.DistributedFairseqModel
-    if getattr(original, "_lskd_cpu_safe", False):
-        return
+    def make(original):
+        def distributed_model(args, model, process_group, device):
+            if torch.device(device).type != "cpu" or args.tpu or args.ddp_backend not in {"c10d", "pytorch_ddp"}:
+                return original(args, model, process_group, device)
+            wrapped = torch.nn.parallel.DistributedDataParallel(
+                module=model.to(device),
+                broadcast_buffers=args.broadcast_buffers,
+                bucket_cap_mb=args.bucket_cap_mb,
+                process_group=process_group,
+                find_unused_parameters=args.find_unused_parameters,
+                gradient_as_bucket_view=args.gradient_as_bucket_view,
+            )
+            return ModuleProxyWrapper(wrapped)
+        return distributed_model
 
-    def distributed_model(args, model, process_group, device):
-        if torch.device(device).type != "cpu" or args.tpu or args.ddp_backend not in {"c10d", "pytorch_ddp"}:
-            return original(args, model, process_group, device)
-        wrapped = torch.nn.parallel.DistributedDataParallel(
-            module=model.to(device),
-            broadcast_buffers=args.broadcast_buffers,
-            bucket_cap_mb=args.bucket_cap_mb,
-            process_group=process_group,
-            find_unused_parameters=args.find_unused_parameters,
-            gradient_as_bucket_view=args.gradient_as_bucket_view,
-        )
-        return ModuleProxyWrapper(wrapped)
-
-    distributed_model._lskd_cpu_safe = True
-    models.DistributedFairseqModel = distributed_model
+    wrap_once(models, "DistributedFairseqModel", make)
 
 
 def _one_line_errors(previous_hook):
@@ -145,14 +162,13 @@ def _one_line_errors(previous_hook):
         finally:
             os._exit(2)  # the status of a usage error, like argparse's
 
-    hook._lskd_one_line = True
     return hook
 
 
 def install_error_hook() -> None:
-    """Show ``LskdError`` as one line and exit 2 (see the module's docstring, 3.)."""
-    if not getattr(sys.excepthook, "_lskd_one_line", False):
-        sys.excepthook = _one_line_errors(sys.excepthook)
+    """sys.excepthook (Python's, which fairseq's commands keep): ``LskdError`` as one line
+    and exit 2, every other exception as before (see the module's docstring, 3.)."""
+    wrap_once(sys, "excepthook", _one_line_errors)
 
 
 def lskd_task_options() -> dict:
@@ -210,46 +226,43 @@ def undo_bf16_implied_tpu(args, argv) -> None:
 
 
 def _patch_parse_args_and_arch() -> None:
+    """fairseq.options.parse_args_and_arch: an lskd task's option with another task is named
+    (4.), and the ``tpu`` it implies for ``--bf16`` is cleared off TPUs (6.)."""
     from fairseq import options
 
-    original = options.parse_args_and_arch
-    if getattr(original, "_lskd_checked", False):
-        return
+    def make(original):
+        def parse_args_and_arch(parser, input_args=None, parse_known=False, suppress_defaults=False,
+                                modify_parser=None):
+            if not suppress_defaults:  # with it, fairseq calls this again without
+                argv = sys.argv[1:] if input_args is None else list(input_args)
+                check_task_options(argv, parser.get_default("task"))
+            out = original(parser, input_args=input_args, parse_known=parse_known,
+                           suppress_defaults=suppress_defaults, modify_parser=modify_parser)
+            if not suppress_defaults:  # with it, only the options given are returned
+                undo_bf16_implied_tpu(out[0] if parse_known else out,
+                                      sys.argv[1:] if input_args is None else list(input_args))
+            return out
+        return parse_args_and_arch
 
-    def parse_args_and_arch(parser, input_args=None, parse_known=False, suppress_defaults=False,
-                            modify_parser=None):
-        if not suppress_defaults:  # with it, fairseq calls this again without
-            argv = sys.argv[1:] if input_args is None else list(input_args)
-            check_task_options(argv, parser.get_default("task"))
-        out = original(parser, input_args=input_args, parse_known=parse_known,
-                       suppress_defaults=suppress_defaults, modify_parser=modify_parser)
-        if not suppress_defaults:  # with it, only the options given are returned
-            undo_bf16_implied_tpu(out[0] if parse_known else out,
-                                  sys.argv[1:] if input_args is None else list(input_args))
-        return out
-
-    parse_args_and_arch._lskd_checked = True
-    options.parse_args_and_arch = parse_args_and_arch
+    wrap_once(options, "parse_args_and_arch", make)
 
 
 def enable_resume_check() -> None:
-    """Let the task check a checkpoint before fairseq's trainer restores it (docstring, 5.)."""
+    """fairseq.trainer.Trainer.load_checkpoint: the task may refuse a checkpoint written
+    under other settings before fairseq restores it (docstring, 5.)."""
     from fairseq.trainer import Trainer
 
-    original = Trainer.load_checkpoint
-    if getattr(original, "_lskd_resume_check", False):
-        return
+    def make(original):
+        def load_checkpoint(self, filename, reset_optimizer=False, reset_lr_scheduler=False,
+                            optimizer_overrides=None, reset_meters=False):
+            check = getattr(self.task, "check_resume", None)
+            if check is not None and os.path.isfile(filename):
+                check(filename, reset=reset_optimizer and reset_lr_scheduler and reset_meters)
+            return original(self, filename, reset_optimizer=reset_optimizer, reset_lr_scheduler=reset_lr_scheduler,
+                            optimizer_overrides=optimizer_overrides, reset_meters=reset_meters)
+        return load_checkpoint
 
-    def load_checkpoint(self, filename, reset_optimizer=False, reset_lr_scheduler=False,
-                        optimizer_overrides=None, reset_meters=False):
-        check = getattr(self.task, "check_resume", None)
-        if check is not None and os.path.isfile(filename):
-            check(filename, reset=reset_optimizer and reset_lr_scheduler and reset_meters)
-        return original(self, filename, reset_optimizer=reset_optimizer, reset_lr_scheduler=reset_lr_scheduler,
-                        optimizer_overrides=optimizer_overrides, reset_meters=reset_meters)
-
-    load_checkpoint._lskd_resume_check = True
-    Trainer.load_checkpoint = load_checkpoint
+    wrap_once(Trainer, "load_checkpoint", make)
 
 
 def apply() -> None:

@@ -101,9 +101,6 @@ def vision_curve(run_dir: str, label: str) -> Dict:
             "valid": val if any(v is not None for v in val) else []}
 
 
-_KV = re.compile(r"(\w+) ([-+0-9.eE]+|inf|nan)")
-
-
 def fairseq_curve(log_path: str, label: str) -> Dict:
     """Per-epoch train loss and validation BLEU (or, without --eval-bleu, validation loss).
 

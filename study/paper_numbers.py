@@ -93,7 +93,3 @@ CLAIMS = {
 }
 
 
-def table1_pairs_with_lower_one_minus_s():
-    """How many Table 1 rows with both entries have lower 1-S with LS (for the claim text)."""
-    both = [r for r in TABLE1 if r[6] is not None]
-    return sum(1 for r in both if r[6] < r[3]), len(both)

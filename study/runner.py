@@ -1,31 +1,30 @@
-"""The study's executor: runs the plan's runs on job slots, with done-markers and accounts.
+"""The study's executor: runs the plan's runs on job slots, as soon as the runs they need are done.
 
-Each run ends by writing a marker ``OUT/.done/<run>.json`` that holds its wall time
-in seconds and its start and end times, so a study that was cut off and resumed
-can still account for its time (``collect.accounts``). ``lskd-study``
-(``cli/study.py``) parses the options and drives a :class:`Study`.
+Three parts, three modules: the plan to commands (``lskd_study.commands``), the records of
+what ran (``lskd_study.records``: done-markers and accounts, so a study that was cut off and
+resumed can still account for its time, ``collect.accounts``), and here the scheduling: job
+slots, progress, failures. ``lskd-study`` (``cli/study.py``) parses the options and drives a
+:class:`Study`.
 """
 
-import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Dict, List, Optional
 
-from lskd_fairseq.atomic import atomic_write_json
 from lskd_study import study_plan
+from lskd_study.commands import Commands
+from lskd_study.records import Records
 from lskd_study.study_plan import fmt_dur
 
 _print_lock = threading.Lock()
 
 
-class Study:
+class Study(Commands, Records):
     def __init__(self, scale: str, out: str, jobs: Optional[int] = None, tracks=("nmt", "vision"),
                  nmt_work: Optional[str] = None, threads: Optional[int] = None, quiet: bool = False,
                  heartbeat_s: float = 30.0, reuse_vision: Optional[str] = None, seeds: Optional[int] = None,
@@ -59,6 +58,7 @@ class Study:
         self.procs: List[subprocess.Popen] = []
         self.t0 = time.time()
         self._dirs_made = False
+        self._damage: Dict[str, Optional[str]] = {}  # run -> why its marker does not count (records.damage)
 
     def make_dirs(self) -> None:
         """The output folders (not made by the constructor: a dry run writes nothing)."""
@@ -87,33 +87,6 @@ class Study:
             if self._dirs_made:
                 with open(os.path.join(self.out, "logs", "study.log"), "a", encoding="utf-8") as f:
                     f.write(line + "\n")
-
-    def marker(self, rid: str) -> str:
-        return os.path.join(self.out, ".done", rid.replace("/", "__") + ".json")
-
-    def is_done(self, rid: str) -> bool:
-        """A run is done when its marker exists; an analysis run also needs its marker to be
-        newer than those of the runs it reads (a model trained since is analysed again)."""
-        path = self.marker(rid)
-        if not os.path.isfile(path):
-            return False
-        r = self.by_id.get(rid)
-        if r is not None and r.kind == "analysis":
-            mine = os.path.getmtime(path)
-            deps = [self.marker(dd) for dd in r.deps]
-            if any(os.path.isfile(m) and os.path.getmtime(m) > mine for m in deps):
-                return False
-        return True
-
-    def mark_done(self, rid: str, seconds: float, extra: Optional[Dict] = None, slot: str = "") -> None:
-        """The done-marker: the run's wall time, its start and end (epoch seconds), the job slot and
-        the invocation (start time of the lskd-study process) that ran it."""
-        path = self.marker(rid)
-        end = time.time()
-        atomic_write_json(path, {"run": rid, "seconds": seconds, "start": end - seconds, "end": end,
-                                 "slot": slot, "invocation": self.t0,
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end)),
-                                 "scale": self.scale_name, **(extra or {})})
 
     def speed(self) -> float:
         """Observed / estimated time of the runs finished in this session, shrunk towards 1 by a
@@ -159,107 +132,6 @@ class Study:
             left_s = f"~{fmt_dur(left)}" if left > 0 else "? (over the estimate)"
         self.log(f"run {self.index[r.id]}/{self.n_total} {r.id}:{pos}{extra} | elapsed {fmt_dur(time.time() - cur['t0'])}"
                  f", run left {left_s}, study left ~{fmt_dur(self.study_eta())}")
-
-    # ------------------------------------------------------------ commands
-    def env(self) -> Dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONWARNINGS"] = "ignore"
-        env["OMP_NUM_THREADS"] = str(self.threads)
-        env["MKL_NUM_THREADS"] = str(self.threads)
-        env["PYTHONUNBUFFERED"] = "1"
-        bindir = os.path.dirname(sys.executable)
-        if bindir not in env.get("PATH", "").split(os.pathsep):
-            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-        return env
-
-    def vision_data(self) -> str:
-        v = self.scale.vision
-        if v.subset_train_per_class:
-            return os.path.join(self.out, "data", f"cifar10-subset-{v.subset_train_per_class}-{v.subset_test_per_class}")
-        return self.data["cifar10"]
-
-    def vision_dir(self, name: str) -> str:
-        return os.path.join(self.out, "vision", name)
-
-    def vision_data_settings(self, a: Dict) -> Dict:
-        """Training images per class and validation carve of a vision run (or of the students a
-        cache is made for): long-tailed runs keep every image and carve nothing."""
-        v = self.scale.vision
-        lt = bool(a.get("imbalance"))
-        per_class = 0 if lt else (v.train_per_class if a.get("role") == "teacher" else v.student_train_per_class)
-        return {"train_per_class": per_class, "val_fraction": v.long_tail_val_fraction if lt else v.val_fraction}
-
-    def vision_settings(self, r: study_plan.Run) -> Dict:
-        """The lskd-vision-train settings of a vision run (also what a reused run must match)."""
-        v, a = self.scale.vision, r.args
-        return {"arch": a["arch"], "epochs": a["epochs"], "label_smoothing": float(a["ls"]),
-                "ls_convention": v.ls_convention, **self.vision_data_settings(a),
-                "split_seed": 0, "seed": int(a.get("seed", 0)), "batch_size": v.batch_size, "lr": v.lr,
-                "weight_decay": v.weight_decay, "sched": "cosine", "warmup_epochs": v.warmup_epochs,
-                "nesterov": v.nesterov, "kd_alpha": 1.0 if a.get("teacher") else 0.0,
-                "kd_temperature": float(a.get("T", 1.0)), "kd_topk": 0, "small_input_stem": v.small_input_stem,
-                "imbalance_factor": float(a.get("imbalance") or 1.0)}
-
-    def vision_cmd(self, r: study_plan.Run) -> List[str]:
-        v, a = self.scale.vision, r.args
-        c = self.vision_settings(r)
-        name = r.id.split("/", 1)[1]
-        cmd = [os.path.join(os.path.dirname(sys.executable), "lskd-vision-train"), self.vision_data(),
-               "--output", self.vision_dir(name), "--resume",
-               "--model", c["arch"], "--epochs", str(c["epochs"]), "--batch-size", str(c["batch_size"]),
-               "--lr", str(c["lr"]), "--label-smoothing", str(a["ls"]), "--ls-convention", c["ls_convention"],
-               "--weight-decay", f"{c['weight_decay']:g}", "--sched", c["sched"],
-               "--warmup-epochs", f"{c['warmup_epochs']:g}", "--val-fraction", f"{c['val_fraction']:g}",
-               "--shot-thresholds", *(str(x) for x in v.shot_thresholds),
-               "--workers", "0", "--threads", str(self.threads), "--seed", str(c["seed"]), "--no-progress"]
-        if c["nesterov"]:
-            cmd += ["--nesterov"]
-        if c["train_per_class"]:
-            cmd += ["--train-per-class", str(c["train_per_class"])]
-        if v.small_input_stem:
-            cmd += ["--small-input-stem"]
-        if a.get("imbalance"):
-            cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
-        if a.get("teacher") and v.teacher_cache:  # the teacher's soft labels for this seed's views
-            cmd += ["--teacher-cache", self.vision_dir(study_plan.cache_name(a["teacher"], c["seed"])),
-                    "--kd-alpha", "1", "--kd-temperature", f"{a['T']:g}"]
-        elif a.get("teacher"):
-            cmd += ["--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
-                    "--kd-alpha", "1", "--kd-temperature", f"{a['T']:g}"]
-        return cmd + list(v.extra)
-
-    def vision_cache_cmd(self, r: study_plan.Run) -> List[str]:
-        """lskd-vision-cache of a teacher for the students of one seed: their data options, seed
-        and epochs, so that they find exactly their views in it."""
-        v, a = self.scale.vision, r.args
-        lt = bool(a.get("imbalance"))
-        d = self.vision_data_settings(a)  # the students' own data options
-        cmd = [os.path.join(os.path.dirname(sys.executable), "lskd-vision-cache"), self.vision_data(),
-               "--teacher", os.path.join(self.vision_dir(a["teacher"]), "checkpoint_best.pt"),
-               "--out", self.vision_dir(r.id.split("/", 1)[1]), "--epochs", str(a["epochs"]),
-               "--seed", str(a["seed"]), "--val-fraction", f"{d['val_fraction']:g}",
-               "--workers", "0", "--threads", str(self.threads), "--no-progress"]
-        if d["train_per_class"]:
-            cmd += ["--train-per-class", str(d["train_per_class"])]
-        if lt:
-            cmd += ["--imbalance-factor", f"{a['imbalance']:g}"]
-        return cmd + study_plan.amp_args(v.extra)  # the teacher runs in the students' precision
-
-    def recipe_cmd(self, r: study_plan.Run) -> List[str]:
-        seed = r.args.get("seed")
-        cmd = ["bash", study_plan.RECIPE, "--scale", self.scale.nmt.recipe_scale, "--work", self.nmt_work,
-               "--data-dir", self.data["multi30k"],
-               "--stage", r.args["stage"], "--stop-stage", r.args["stop_stage"]]
-        if seed is not None:  # the students' seed; the recipe names them <name>_s<seed> beside the
-            cmd += ["--seed", str(seed)]  # same teachers (seed 1: the plain names)
-        n = self.scale.nmt
-        if n.kd_sweep_temperatures:
-            cmd += ["--kd-sweep-temperatures", " ".join(f"{t:g}" for t in n.kd_sweep_temperatures)]
-        if n.teacher_cache:  # word-level KD students read the teachers' caches (stage teacher_cache)
-            cmd += ["--teacher-cache", "1"]
-        for key, value in sorted(n.recipe_options.items()):
-            cmd += ["--" + key.lower().replace("_", "-"), str(value)]
-        return cmd
 
     # ------------------------------------------------------------ execution
     def _spawn(self, cmd: List[str], logpath: str, track: str, parse_vision: bool, steps: List[str]) -> int:
@@ -347,68 +219,6 @@ class Study:
         n = self.scale.nmt
         return n.max_update_teacher if step.startswith("teacher") else n.max_update_student
 
-    def _vision_subset(self, r: study_plan.Run, logpath: str) -> None:
-        """Symlinked ImageFolder subset of the CIFAR-10 tarball (smoke scale only).
-
-        A thin adapter over lskd_vision.data (which extracts the tarball once into
-        its cache); the images are links, nothing is copied.
-        """
-        from lskd_vision import data as vision_data
-
-        dest = self.vision_data()
-        tmp = dest + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        splits = vision_data.find_splits(self.data["cifar10"])
-        for split, samples, n in (("train", splits.train, r.args["train"]), ("test", splits.test, r.args["test"])):
-            sub = vision_data.per_class_subset(samples, n, 0)
-            for p, y in sub.samples:
-                d = os.path.join(tmp, split, sub.classes[y])
-                os.makedirs(d, exist_ok=True)
-                os.symlink(os.path.realpath(p), os.path.join(d, os.path.basename(p)))
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-        with open(logpath, "a") as f:
-            f.write(f"subset of {splits.root}: {r.args['train']} train / {r.args['test']} test images a class -> {dest}\n")
-
-    # names used by recipes/vision/cifar10_ls_kd.sh for the same runs
-    REUSE_NAMES = {"teacher_nols": "teacher_ce", "teacher_ls": "teacher_ls",
-                   "student_nols_T1": "student_from_ce", "student_ls_T1": "student_from_ls"}
-    REUSE_KEYS = ("arch", "epochs", "label_smoothing", "ls_convention", "train_per_class", "val_fraction",
-                  "split_seed", "seed", "batch_size", "lr", "weight_decay", "sched", "kd_alpha",
-                  "kd_temperature", "kd_topk", "small_input_stem", "imbalance_factor", "warmup_epochs", "nesterov")
-
-    def _try_reuse_vision(self, r: study_plan.Run) -> Optional[str]:
-        """Link a finished run of recipes/vision/cifar10_ls_kd.sh with the same settings instead of training."""
-        name = r.id.split("/", 1)[1]
-        theirs = self.REUSE_NAMES.get(study_plan.split_seed_name(name)[0])
-        if not self.reuse_vision or not theirs:
-            return None
-        src = os.path.join(self.reuse_vision, theirs)
-        m = None
-        try:
-            with open(os.path.join(src, "metrics.json")) as f:
-                m = json.load(f)
-        except (OSError, ValueError):
-            return None
-        cfg = m.get("config", {})
-        want = self.vision_settings(r)
-        diff = [k for k in self.REUSE_KEYS if k in want and cfg.get(k) != want[k]]
-        if os.path.realpath(str(cfg.get("data", ""))) != os.path.realpath(self.vision_data()):
-            want["data"] = self.vision_data()
-            diff.append("data")
-        if diff:
-            self.log(f"  {r.id}: not reusing {src}: settings differ ({', '.join(f'{k} {cfg.get(k)!r} != {want[k]!r}' for k in diff)})")
-            return None
-        dest = self.vision_dir(name)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        if os.path.lexists(dest):
-            if os.path.islink(dest):
-                os.unlink(dest)
-            else:
-                return None  # a run of our own exists: let it finish instead
-        os.symlink(os.path.abspath(src), dest)
-        return src
-
     def execute(self, r: study_plan.Run, wid: str = "w1") -> bool:
         i = self.index[r.id]
         if r.kind == "vision_train" and not self.is_done(r.id):
@@ -416,6 +226,7 @@ class Study:
             if src:
                 self.mark_done(r.id, 0.0, {"reused": src})
                 self.log(f"run {i}/{self.n_total} {r.id}: reusing the finished run {src} (same settings)")
+        self.set_aside(r.id)  # a run whose recorded outputs are damaged starts over
         if self.is_done(r.id):
             self.status[r.id] = "skipped"
             self.skipped.append(r.id)
@@ -548,22 +359,6 @@ class Study:
             while t.is_alive():
                 t.join(0.5)
         return self.finish()
-
-    def invocations_path(self) -> str:
-        return os.path.join(self.out, "invocations.json")
-
-    def record_invocation(self, n_run: int) -> None:
-        """Append this invocation (start, end, runs it did) to OUT/invocations.json."""
-        path = self.invocations_path()
-        try:
-            with open(path, encoding="utf-8") as f:
-                past = json.load(f)
-        except (OSError, ValueError):
-            past = []
-        past.append({"start": self.t0, "end": time.time(), "runs_done": n_run, "skipped": len(self.skipped),
-                     "failed": len(self.failed), "jobs": self.jobs, "threads": self.threads,
-                     "seeds": len(self.seeds)})
-        atomic_write_json(path, past, indent=1)
 
     def finish(self, report_only: bool = False) -> int:
         """Write the report; 0 only when every run is done and none failed."""

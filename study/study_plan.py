@@ -323,15 +323,6 @@ def split_seed_name(name: str) -> Tuple[str, Optional[int]]:
     return name, None
 
 
-def vision_student_bases(scale: Scale) -> List[str]:
-    """Names (without the seed) of the vision students, in training order."""
-    v = scale.vision
-    names = ["student_nokd"] + [f"student_{tn}_{t_tag(t)}" for t in v.temperatures for tn in ("nols", "ls")]
-    if v.long_tail_imbalance and v.long_tail_imbalance > 1:
-        names += [f"lt_student_{tn}_T1" for tn in ("nols", "ls")]
-    return names
-
-
 def long_tail_images(scale: Scale) -> int:
     """Training images of the long-tailed CIFAR-10 copy (n_max = a whole class)."""
     f = scale.vision.long_tail_imbalance
@@ -356,7 +347,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
     for name, ls in teachers:
         runs.append(Run(f"vision/{name}", "vision", "vision_train",
                         f"CIFAR-10 teacher {v.teacher_arch}, LS {ls:g}", v.est_teacher_s,
-                        {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None,
+                        {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "label_smoothing": ls, "teacher": None,
                          "role": "teacher", "seed": 0},
                         total=v.teacher_epochs, deps=list(data_dep)))
     f = v.long_tail_imbalance
@@ -369,8 +360,8 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
             runs.append(Run(f"vision/lt_{name}", "vision", "vision_train",
                             f"long-tailed CIFAR-10 (imbalance {f:g}) teacher {v.teacher_arch}, LS {ls:g}",
                             v.est_teacher_s * share,
-                            {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "ls": ls, "teacher": None,
-                             "imbalance": f, "role": "teacher", "seed": 0},
+                            {"arch": v.teacher_arch, "epochs": v.teacher_epochs, "label_smoothing": ls, "teacher": None,
+                             "imbalance_factor": f, "role": "teacher", "seed": 0},
                             total=v.teacher_epochs, deps=list(data_dep)))
     def cache_dep(teacher: str, seed: int, imbalance: float = 0.0) -> List[str]:
         """The student's dependency: its teacher, or the teacher's cache for this seed (made once)."""
@@ -381,7 +372,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
             made.add(rid)
             args = {"teacher": teacher, "epochs": v.student_epochs, "seed": seed, "role": "cache"}
             if imbalance:
-                args["imbalance"] = imbalance
+                args["imbalance_factor"] = imbalance
             runs.append(Run(rid, "vision", "vision_cache",
                             f"soft-label cache of {teacher} for seed {seed}'s students ({v.student_epochs} epochs of views)",
                             v.est_cache_s * (share * 1.2 if imbalance else 1.0), args,
@@ -393,7 +384,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
         runs.append(Run(f"vision/{seed_name('student_nokd', seed)}", "vision", "vision_train",
                         f"CIFAR-10 student {v.student_arch}, no KD, seed {seed}",
                         v.est_student_s * (1.0 if v.teacher_cache else 0.6),
-                        {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0, "teacher": None,
+                        {"arch": v.student_arch, "epochs": v.student_epochs, "label_smoothing": 0.0, "teacher": None,
                          "role": "student", "seed": seed},
                         total=v.student_epochs, deps=list(data_dep)))
         for t in v.temperatures:
@@ -402,8 +393,8 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                 runs.append(Run(f"vision/{seed_name(base, seed)}", "vision", "vision_train",
                                 f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}, seed {seed}",
                                 v.est_student_s,
-                                {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
-                                 "teacher": name, "T": t, "role": "student", "seed": seed},
+                                {"arch": v.student_arch, "epochs": v.student_epochs, "label_smoothing": 0.0,
+                                 "teacher": name, "kd_temperature": t, "role": "student", "seed": seed},
                                 total=v.student_epochs, deps=cache_dep(name, seed)))
         if lt:
             for name, _ in teachers:
@@ -411,8 +402,8 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                 runs.append(Run(f"vision/{seed_name(base, seed)}", "vision", "vision_train",
                                 f"long-tailed CIFAR-10 student {v.student_arch} <- lt_{name}, KD alpha 1, T=1, "
                                 f"seed {seed}", v.est_student_s * share * 1.2,
-                                {"arch": v.student_arch, "epochs": v.student_epochs, "ls": 0.0,
-                                 "teacher": f"lt_{name}", "T": 1.0, "imbalance": f, "role": "student",
+                                {"arch": v.student_arch, "epochs": v.student_epochs, "label_smoothing": 0.0,
+                                 "teacher": f"lt_{name}", "kd_temperature": 1.0, "imbalance_factor": f, "role": "student",
                                  "seed": seed},
                                 total=v.student_epochs, deps=cache_dep(f"lt_{name}", seed, f)))
     return runs
@@ -439,7 +430,6 @@ NMT_PER_SEED = [
     ("nmt/evaluate", "evaluate", [], "NMT test-set BLEU of the teachers and this seed's students", None,
      _T + ["{nmt/student_nokd}", "{nmt/student_wordkd}", "{nmt/student_seqkd}"]),
 ]
-NMT_MODELS = NMT_SHARED + NMT_PER_SEED
 
 
 def nmt_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:

@@ -2,7 +2,6 @@
 translation_kd task with label_smoothed_kd, and the same file switched to
 sequence_distillation, each trained for two updates on a tiny corpus."""
 
-import os
 from pathlib import Path
 
 import pytest

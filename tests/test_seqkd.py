@@ -319,8 +319,15 @@ def test_sequence_distillation_loss_matches_the_formula(seqkd_env):
     assert size_v == gold_ntok and torch.allclose(loss_v.detach(), ls, rtol=1e-4)
 
 
-def _copy(src, dst):
+def _copy(src, dst, keep_file_records=False):
+    """A copy of a distilled data-bin; without its manifest's file records (as manifests of
+    lskd before 7 Dec 2026 were), so that the checks of content behind them are reached."""
     shutil.copytree(src, dst, symlinks=True)
+    if not keep_file_records:
+        for man in dst.glob("*.distill.json"):
+            m = json.loads(man.read_text())
+            m.pop("files", None)
+            man.write_text(json.dumps(m))
     return dst
 
 
@@ -354,6 +361,11 @@ def test_distilled_data_mismatch_is_refused(seqkd_env, tmp_path):
     ds = task.dataset("train")
     s = ds.collater([ds[i] for i in (5, 1, 7)])
     assert torch.equal(s["distilled"]["target"][s["id"].tolist().index(7)][: len(tgt_items[7])], tgt_items[7])
+    # a file changed after lskd-distill-data wrote it: refused by its recorded size and hash
+    d = _copy(env.distilled, tmp_path / "changed", keep_file_records=True)
+    _rewrite_bin(d / "train.en-de.de", tgt_items[:250], len(tdict))
+    refused(d, r"train\.en-de\.de\.bin is damaged: \d+ bytes, its header promises \d+ \(truncated\?\); "
+            r"rebuild it with `lskd-distill-data .* --force`")
     # different sizes
     d = _copy(env.distilled, tmp_path / "sizes")
     _rewrite_bin(d / "train.en-de.en", src_items[:250], len(sdict))

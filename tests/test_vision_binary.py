@@ -1,6 +1,5 @@
 """ReActNet pieces: forward values and straight-through gradients against their definitions."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import os
 
 import pytest
 import torch

@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Dict, List
@@ -28,7 +29,9 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from lskd_fairseq import integrity
 from lskd_fairseq.atomic import atomic_path, atomic_write_json
+from lskd_fairseq.errors import LskdError
 
 from . import soft_labels as cache_format
 from .engine import CheckpointError, load_teachers, style_input
@@ -77,8 +80,7 @@ def _check_args(args) -> None:
     for path in args.teacher:
         if not os.path.isfile(path):
             raise UsageError(f"teacher checkpoint {path!r} does not exist")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out!r} exists and is not a folder")
+    integrity.check_output_dir(args.out, "--out")
 
 
 def _spec(args, ds, info, teacher) -> Dict:
@@ -116,10 +118,11 @@ def _differences(old: Dict, new: Dict) -> List[str]:
     return diff
 
 
-def _prepare_folder(args, spec: Dict) -> int:
-    """Check what ``--out`` holds; return how many epochs a complete cache there already has."""
+def _prepare_folder(args, spec: Dict):
+    """Check what ``--out`` holds; return how many epochs a complete cache there already has,
+    and the file records of its header."""
     out = args.out
-    have = 0
+    have, records = 0, {}
     for name in (cache_format.HEADER, cache_format.PENDING):
         path = os.path.join(out, name)
         if not os.path.isfile(path):
@@ -135,11 +138,11 @@ def _prepare_folder(args, spec: Dict) -> int:
                              f"use another --out, or --overwrite to discard it")
         if diff:
             _discard(out)
-            return 0
+            return 0, {}
         if name == cache_format.HEADER:
-            have = int(old.get("epochs", 0))
+            have, records = int(old.get("epochs", 0)), old.get("files") or {}
         break
-    return have
+    return have, records
 
 
 def _discard(out: str) -> None:
@@ -165,6 +168,8 @@ def _write_epoch(args, epoch, loader, dataset, teacher, device, spec, bar) -> fl
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_path(f, suffix=".npy")) for f in files]
         maps = [np.lib.format.open_memmap(t, mode="w+", dtype=d, shape=(n, k)) for t, d in zip(tmps, dtypes)]
+        for t in tmps:  # reserved now: a full disk fails here (one line), not as a SIGBUS mid-epoch
+            integrity.preallocate(t, os.path.getsize(t))
         seen = 0
         for x, _, idx in loader:
             x = precision.input(x, device)
@@ -203,8 +208,12 @@ def run(args) -> Dict:
     teacher = args.precision.model(teacher)
     spec = _spec(args, ds, info, teacher)
     os.makedirs(args.out, exist_ok=True)
-    have = _prepare_folder(args, spec)
-    if have >= args.epochs:
+    have, records = _prepare_folder(args, spec)
+
+    def intact(e):
+        return cache_format.epoch_done(args.out, e, spec["storage"], records)
+
+    if have >= args.epochs and all(intact(e) for e in range(args.epochs)):
         print(f"lskd-vision-cache: {args.out} is complete ({have} epochs >= --epochs {args.epochs}); nothing to do")
         return {"epochs_written": 0}
     header_path = os.path.join(args.out, cache_format.HEADER)
@@ -215,7 +224,7 @@ def run(args) -> Dict:
     dataset = cache_format.IndexedDataset(ds["train"])
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                                          num_workers=args.workers, pin_memory=device.type == "cuda")
-    todo = [e for e in range(args.epochs) if not cache_format.epoch_done(args.out, e, spec["storage"])]
+    todo = [e for e in range(args.epochs) if not intact(e)]  # new epochs, and damaged ones again
     n = len(dataset)
     print(f"lskd-vision-cache: {len(args.teacher)} teacher(s) on {device} ({args.precision.describe()}), "
           f"{n} training images x {args.epochs} epochs, {spec['storage']} ({spec['k']} of {spec['num_classes']} "
@@ -239,8 +248,11 @@ def run(args) -> Dict:
                                  if spec["storage"] == "topk" else 0)
     files = [f for e in range(args.epochs) for f in cache_format.epoch_files(args.out, e, spec["storage"])]
     total = sum(os.path.getsize(f) for f in files)
+    hash_files = total <= integrity.HASH_LIMIT_BYTES
     header = dict(spec, epochs=args.epochs, complete=True, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   bytes_per_sample_epoch=row_bytes, bytes_on_disk=total,
+                  files={os.path.basename(f): integrity.file_record(f, sha256=hash_files) for f in files},
+                  command=getattr(args, "command", None),
                   build={"device": str(device), "fp16": args.precision.dtype == torch.float16,
                          "precision": args.precision.name, "memory_format": args.precision.memory_format,
                          "batch_size": args.batch_size,
@@ -255,9 +267,10 @@ def run(args) -> Dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["lskd-vision-cache", *(sys.argv[1:] if argv is None else argv)])
     try:
         run(args)
-    except (UsageError, UnknownArchitectureError, DatasetError, CheckpointError, cache_format.CacheError) as e:
+    except (UsageError, UnknownArchitectureError, DatasetError, CheckpointError, LskdError) as e:
         print(f"lskd-vision-cache: error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

@@ -134,13 +134,10 @@ def as_precision(p) -> Precision:
 
 
 def add_precision_args(group, fp16_alias: bool = False) -> None:
-    group.add_argument("--amp", action="store_true",
-                       help="mixed precision: autocast in --amp-dtype (CUDA float16 also scales gradients); "
-                       "on CPU it is bfloat16")
-    group.add_argument("--amp-dtype", choices=sorted(DTYPES), default=None,
-                       help="autocast dtype with --amp (default float16 on CUDA, bfloat16 on CPU)")
-    group.add_argument("--channels-last", action="store_true",
-                       help="model and input batches in torch.channels_last memory format")
+    from .option_table import BY_DEST
+
+    for dest in ("amp", "amp_dtype", "channels_last"):  # declared in option_table
+        group.add_argument(*BY_DEST[dest].flags, **BY_DEST[dest].kwargs)
     if fp16_alias:
         group.add_argument("--fp16", action="store_true",
                            help="deprecated: --amp --amp-dtype float16 (CUDA only)")

@@ -9,35 +9,14 @@ import argparse
 import torch
 
 from . import data as D
+from . import option_table
 from .options import UsageError
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    """The dataset and augmentation options, shared with lskd-vision-cache (same names, same defaults)."""
-    g = p.add_argument_group("Dataset")
-    g.add_argument("--cache-dir", default=None,
-                   help="where archives are extracted (default: $XDG_CACHE_HOME/lskd or ~/.cache/lskd)")
-    g.add_argument("--test-split", default="auto",
-                   help="held-out folder that is only reported: auto (test/ if present, else val/), a name, or none")
-    g.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of each training class carved out (seeded) to choose the best checkpoint; "
-                   "0 = no validation split, the last epoch is kept")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation carve and of subsets")
-    g.add_argument("--train-per-class", type=int, default=0,
-                   help="keep at most N training images per class (seeded; after the validation carve); 0 = all")
-    g.add_argument("--imbalance-factor", type=float, default=1.0,
-                   help="long-tailed training set: keep n_max * F^(-c/(C-1)) images of class c (seeded); 1 = off")
-    g.add_argument("--shot-thresholds", type=int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
-                   help="many-shot: > MANY training images; few-shot: < FEW; medium otherwise")
-    g.add_argument("--input-style", choices=["auto", "cifar", "imagenet"], default="auto",
-                   help="augmentation/normalisation; auto: cifar for images up to 64 px, else imagenet")
-    g.add_argument("--img-size", type=int, default=0, help="input size (0: the images' own size for cifar style, 224 for imagenet)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip (augmentation is on unless this is given)")
-    g.add_argument("--cache-images", choices=["auto", "yes", "no"], default="auto",
-                   help="decode all images into RAM once (auto: if images are at most 64 px and under 200k)")
-    g.add_argument("--verify-images", choices=["auto", "all", "none"], default="auto",
-                   help="decode every image before training (auto: if there are at most 100k)")
-    g.add_argument("--workers", "-j", type=int, default=2, help="data-loading processes per training process")
+    """The dataset and augmentation options, shared with lskd-vision-cache (same names, same
+    defaults): declared in ``option_table``."""
+    option_table.add_options(p, "cache", groups=[option_table.DATASET])
 
 
 def device_from_spec(spec: str, local_rank: int) -> torch.device:

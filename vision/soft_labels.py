@@ -17,12 +17,14 @@ either complete or absent, and a rerun resumes after the last complete epoch.
 """
 
 import hashlib
-import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+
+from lskd_fairseq import integrity
+from lskd_fairseq.integrity import ArtifactError
 
 FORMAT = "lskd_vision_cache/1"
 HEADER = "cache.json"
@@ -42,7 +44,7 @@ VIEW_OPTIONS = (
 )
 
 
-class CacheError(ValueError):
+class CacheError(ArtifactError):
     """A teacher cache that is missing, incomplete, or made for another run."""
 
 
@@ -52,20 +54,27 @@ def epoch_files(folder: str, epoch: int, storage: str) -> List[str]:
     return ([stem + ".index.npy"] if storage == "topk" else []) + [stem + ".logits.npy"]
 
 
-def epoch_done(folder: str, epoch: int, storage: str) -> bool:
-    return all(os.path.isfile(f) for f in epoch_files(folder, epoch, storage))
+def epoch_done(folder: str, epoch: int, storage: str, records: Optional[Dict] = None) -> bool:
+    """The epoch's files are there and complete, and equal to what a header's ``records``
+    (``files``) says they were; a damaged one is written again."""
+    try:
+        for f in epoch_files(folder, epoch, storage):
+            integrity.check_npy(f)
+            integrity.check_file_record(f, (records or {}).get(os.path.basename(f)))
+    except ArtifactError:
+        return False
+    return True
+
+
+def rebuild_command(folder: str, header: Dict) -> str:
+    return header.get("command") or f"lskd-vision-cache DATA --teacher T.pt --out {folder} --epochs E --seed S"
 
 
 def index_dtype(num_classes: int):
     return np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = integrity.sha256_file
 
 
 def file_list_sha256(samples: Sequence, root: str, classes: Sequence[str]) -> str:
@@ -127,12 +136,8 @@ def read_header(folder: str) -> Dict:
             raise CacheError(f"teacher cache {folder!r} is incomplete (no {HEADER}: lskd-vision-cache was "
                              f"interrupted); rerun it with the same options to finish it")
         raise CacheError(f"{folder!r} is not an lskd-vision-cache folder (no {HEADER})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            header = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CacheError(f"cannot read {path!r}: {e}") from e
-    if not isinstance(header, dict) or header.get("format") != FORMAT or not header.get("complete"):
+    header = integrity.load_json(path, "teacher cache header", rebuild=rebuild_command(folder, {}))
+    if header.get("format") != FORMAT or not header.get("complete"):
         raise CacheError(f"{path!r} is not a complete {FORMAT} header")
     return header
 
@@ -150,6 +155,7 @@ class SoftLabels:
         self.storage, self.k, self.num_train = header["storage"], int(header["k"]), int(header["identity"]["num_train"])
         self.epoch = 0
         self._open: Dict[int, List[np.ndarray]] = {}
+        self._verified = set()  # files checked against the header once (size, dtype, shape, hash)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -157,13 +163,19 @@ class SoftLabels:
     def _arrays(self, epoch: int) -> List[np.ndarray]:
         if epoch not in self._open:
             arrays = []
-            for f in epoch_files(self.folder, epoch, self.storage):
+            rebuild = rebuild_command(self.folder, self.header)
+            records = self.header.get("files") or {}
+            for f, dtype in zip(epoch_files(self.folder, epoch, self.storage),
+                                ([index_dtype(int(self.header["num_classes"]))] if self.storage == "topk" else [])
+                                + [np.float16]):
                 if not os.path.isfile(f):
-                    raise CacheError(f"teacher cache {self.folder!r} lacks {os.path.basename(f)}")
-                a = np.load(f, mmap_mode="r")
-                if a.shape != (self.num_train, self.k):
-                    raise CacheError(f"{f!r} has shape {a.shape}, expected {(self.num_train, self.k)}")
-                arrays.append(a)
+                    raise CacheError(f"teacher cache {self.folder!r} lacks {os.path.basename(f)}; "
+                                     f"rebuild it with `{rebuild}`")
+                if f not in self._verified:
+                    integrity.check_npy(f, (self.num_train, self.k), dtype, rebuild)
+                    integrity.check_file_record(f, records.get(os.path.basename(f)), rebuild)
+                    self._verified.add(f)
+                arrays.append(np.load(f, mmap_mode="r"))
             self._open = {epoch: arrays}  # keep one epoch's maps open
         return self._open[epoch]
 

@@ -20,7 +20,6 @@ carved from the training data), ``metrics.csv`` (one row per epoch) and
 """
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -32,13 +31,16 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import data as D
+from lskd_fairseq import integrity
+from lskd_fairseq.errors import LskdError
+
+from . import option_table
 from .binary import set_binary_weights
 from .engine import (
     CHECKPOINT_FORMAT,
     LSKD_TEACHER,
     CheckpointError,
     LRSchedule,
-    all_reduce_,
     atomic_save,
     atomic_write_json,
     atomic_write_text,
@@ -54,27 +56,19 @@ from .engine import (
 )
 from .models import UnknownArchitectureError, check_arch, input_config, model_source
 from .options import HelpFormatter, UsageError, check_numbers, resolve_teacher_archs
-from .precision import add_precision_args, resolve_precision
-from .runtime import _device, add_data_args, prepare_data  # noqa: F401  (prepare_data: re-exported)
-from .soft_labels import CacheError, IndexedDataset, open_for_run
+from .precision import resolve_precision
+from .runtime import _device, prepare_data  # noqa: F401  (prepare_data: re-exported)
+from .soft_labels import IndexedDataset, open_for_run
 
 CSV_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ls_loss", "train_nll_loss", "train_kd_loss", "train_top1",
     "val_top1", "val_top5", "val_nll_loss", "val_ece", "binary_weights", "epoch_time_s",
 ]
 
-# config keys that must agree between a run and the checkpoint it resumes
-RESUME_KEYS = [
-    "arch", "num_classes", "classes", "small_input_stem", "label_smoothing", "ls_convention",
-    "teachers", "teacher_archs", "kd_alpha", "kd_temperature", "kd_topk", "epochs", "batch_size", "world_size",
-    "opt", "lr", "weight_decay", "pretrained", "init_from", "sched", "warmup_epochs", "seed", "split_seed", "val_fraction",
-    "imbalance_factor", "train_per_class", "binary_step", "img_size", "input_style", "augment", "teacher_cache",
-    "precision", "memory_format",
-]
-
-
+# config keys that must agree between a run and the checkpoint it resumes (declared in option_table)
+RESUME_KEYS = option_table.RESUME_KEYS
 # keys added after the first checkpoints were written: not compared when an old checkpoint lacks them
-RESUME_KEYS_ADDED = {"teacher_archs", "teacher_cache", "precision", "memory_format"}
+RESUME_KEYS_ADDED = option_table.RESUME_KEYS_ADDED
 # resume keys that --allow-changed-precision lets differ (the change is logged)
 PRECISION_KEYS = ("precision", "memory_format")
 
@@ -89,77 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="dataset: a folder with train/ and val/ or test/ (<class>/<image>), "
                    "a CUB-200-2011 folder, or a .tar(.gz) of such a layout (e.g. cifar10_jpg.tar.gz)")
     p.add_argument("--output", "-o", required=True, help="run folder for checkpoints, config and metrics")
-    add_data_args(p)
-
-    g = p.add_argument_group("Model")
-    g.add_argument("--model", "--arch", dest="arch", default="resnet20",
-                   help="torchvision name (resnet18, resnet50, mobilenet_v2, ...), timm:NAME (the timm extra), "
-                   "CIFAR ResNet (resnet20, resnet56, resnet8x4, resnet32x4, ...), reactnet18 or mlp")
-    g.add_argument("--small-input-stem", action="store_true",
-                   help="3x3 stride-1 stem without max-pool for torchvision ResNets / reactnet18 on small images")
-    g.add_argument("--pretrained", default=None, metavar="FILE",
-                   help="initialise from a plain state dict of --model you downloaded (.pth/.pt, e.g. torchvision's "
-                   "resnet50-*.pth, or .safetensors, e.g. timm's); a classifier for another class count is "
-                   "left freshly initialised")
-    g.add_argument("--init-from", default=None,
-                   help="initialise the weights from an lskd_vision checkpoint (e.g. binary step 1 for step 2)")
-    g.add_argument("--binary-step", choices=["1", "2", "two-step"], default=None,
-                   help="reactnet18 only: 1 = binary activations, real weights; 2 = binary weights too; "
-                   "two-step = step 1 for --step1-epochs then step 2 (fresh optimizer and schedule)")
-    g.add_argument("--step1-epochs", type=int, default=0, help="two-step: epochs of step 1 (default: half)")
-
-    g = p.add_argument_group("Loss: label smoothing and distillation")
-    g.add_argument("--label-smoothing", "--smoothing", type=float, default=0.0, help="LS epsilon")
-    g.add_argument("--ls-convention", choices=["uniform", "fairseq"], default="uniform",
-                   help="uniform: eps/K everywhere (torch's and torchvision's label_smoothing); "
-                   "fairseq: gold 1-eps, others eps/(K-1) (the fairseq plugin's convention)")
-    g.add_argument("--teacher", nargs="+", default=None, metavar="FILE",
-                   help="teacher(s): lskd-vision-train checkpoints, or state dicts with --teacher-arch; "
-                   "several = ensemble (mean softmax)")
-    g.add_argument("--teacher-arch", nargs="+", default=None, metavar="ARCH",
-                   help="one per --teacher, in order: a torchvision model name or timm:NAME for a local state "
-                   "dict (.pth/.pt/.safetensors; nothing is downloaded), or 'lskd' for an lskd-vision-train "
-                   "checkpoint (default: all lskd)")
-    g.add_argument("--teacher-cache", default=None, metavar="DIR",
-                   help="instead of --teacher: read the soft labels lskd-vision-cache stored for this run's views "
-                   "(same data options, --seed and at least --epochs); no teacher runs")
-    g.add_argument("--kd-alpha", type=float, default=None,
-                   help="weight of the KD term: (1-a)*LS-NLL + a*KD (default 1 with --teacher, else 0)")
-    g.add_argument("--kd-temperature", type=float, default=1.0, help="KD temperature T (loss has the T^2 factor)")
-    g.add_argument("--kd-topk", type=int, default=0, help="distil the teacher's top-k classes only; 0 = all")
-    g.add_argument("--paper-kd", action="store_true",
-                   help="Shen et al.'s setting: alpha=1 (soft labels only, no hard-label term), T=1, all classes")
-
-    g = p.add_argument_group("Optimizer and schedule")
-    g.add_argument("--epochs", type=int, default=200)
-    g.add_argument("--batch-size", "-b", type=int, default=128, help="per process")
-    g.add_argument("--eval-batch-size", type=int, default=0, help="default: 2x --batch-size")
-    g.add_argument("--opt", choices=["sgd", "adam", "adamw"], default="sgd")
-    g.add_argument("--lr", type=float, default=None, help="default 0.1 for sgd, 1e-3 for adam(w)")
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--nesterov", action="store_true")
-    g.add_argument("--weight-decay", "--wd", type=float, default=5e-4)
-    g.add_argument("--sched", choices=["cosine", "linear", "step", "constant"], default="cosine")
-    g.add_argument("--warmup-epochs", type=float, default=0.0)
-    g.add_argument("--min-lr", type=float, default=0.0)
-    g.add_argument("--decay-milestones", type=int, nargs="*", default=[], help="step schedule: epochs")
-    g.add_argument("--decay-rate", type=float, default=0.1, help="step schedule factor")
-    g.add_argument("--clip-grad", type=float, default=0.0, help="gradient-norm clip; 0 = off")
-
-    g = p.add_argument_group("Run")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue from OUTPUT/checkpoint_last.pt (or the given checkpoint)")
-    g.add_argument("--overwrite", action="store_true", help="allow reusing an output folder that holds a run")
-    g.add_argument("--stop-after", type=int, default=0,
-                   help="stop after this many epochs of this process (checkpoint kept; continue with --resume)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    add_precision_args(g)
-    g.add_argument("--allow-changed-precision", action="store_true",
-                   help="--resume under another --amp/--amp-dtype/--channels-last than the checkpoint's (logged)")
-    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads per process; 0 = torch's default")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (it is shown only when stderr is a terminal)")
+    option_table.add_options(p, "train")  # every option, declared once there
     return p
 
 
@@ -167,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_args(args) -> None:
     """Fill derived defaults and refuse contradictory options (before any data is read)."""
     check_numbers(args)
+    integrity.check_output_dir(args.output, "--output")
     check_arch(args.arch)
     resolve_teacher_archs(args)
     if args.paper_kd:
@@ -324,8 +249,7 @@ def run(args) -> Dict:
         soft_labels = open_for_run(args.teacher_cache, args, ds["train"], info, device)
         ds["train"] = IndexedDataset(ds["train"])
 
-    config = {k: v for k, v in vars(args).items()
-              if k not in ("resume", "overwrite", "stop_after", "progress", "workers", "device", "allow_changed_precision")}
+    config = {k: v for k, v in vars(args).items() if k not in option_table.NOT_RECORDED}
     config.update({
         "format": CHECKPOINT_FORMAT,
         "num_classes": num_classes,
@@ -343,8 +267,6 @@ def run(args) -> Dict:
         "precision": precision.name,
         "memory_format": precision.memory_format,
     })
-    config.pop("teacher", None)
-    config.pop("teacher_arch", None)
     if args.pretrained and model_source(args.arch) != LSKD_TEACHER:
         # what the weights were trained on; the student itself sees the data pipeline's normalisation
         config["pretrained_input"] = input_config(args.arch)
@@ -523,7 +445,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args)
-    except (UsageError, UnknownArchitectureError, D.DatasetError, CheckpointError, CacheError) as e:
+    except (UsageError, UnknownArchitectureError, D.DatasetError, CheckpointError, LskdError) as e:
         print(f"lskd-vision-train: error: {e}", file=sys.stderr, flush=True)
         if is_dist():
             dist.destroy_process_group()

@@ -16,12 +16,13 @@ complete, last; an interrupted run leaves no usable cache, and a rerun starts ov
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 
 import torch
 
-from lskd_fairseq import artifacts
+from lskd_fairseq import artifacts, integrity
 from lskd_fairseq.artifacts import ArtifactError
 from lskd_fairseq.errors import run_tool
 from lskd_fairseq.teacher import add_teacher_args
@@ -55,6 +56,7 @@ def run(args) -> dict:
 
     if args.k < 1:
         raise ArtifactError(f"--k must be >= 1, got {args.k}")
+    integrity.check_output_dir(args.out, "--out")
     if args.fp16 and (args.cpu or not torch.cuda.is_available()):
         raise ArtifactError("--fp16 needs a CUDA device (drop --fp16 on CPU)")
     if args.fp16 and args.bf16:
@@ -86,6 +88,7 @@ def run(args) -> dict:
         "teacher_dict_check": args.teacher_dict_check,
         "source_lang": src, "target_lang": tgt, "vocab_size": vocab, "fp16_teacher": bool(args.fp16),
         "bf16_teacher": bool(args.bf16),
+        "command": rebuild_command(args),
     }
     writer = artifacts.TopKCacheWriter(args.out, args.split, ds.tgt_sizes, args.k, vocab)
     indices = ds.ordered_indices()
@@ -97,18 +100,22 @@ def run(args) -> dict:
     t0 = time.time()
     from fairseq import utils
 
-    for batch in batches:
-        sample = ds.collater([ds[int(i)] for i in batch])
-        if use_cuda:
-            sample = utils.move_to_cuda(sample)
-        out = teacher.score(sample["net_input"], sample["target"], pad, topk=args.k)
-        idx, vals = out.dist
-        writer.write(sample["id"].tolist(), idx, vals, sample["target"].ne(pad))
-        bar.update(len(batch))
-    bar.close()
-    seconds = time.time() - t0
-    header["seconds"] = seconds
-    header = writer.finish(header)
+    try:
+        for batch in batches:
+            sample = ds.collater([ds[int(i)] for i in batch])
+            if use_cuda:
+                sample = utils.move_to_cuda(sample)
+            out = teacher.score(sample["net_input"], sample["target"], pad, topk=args.k)
+            idx, vals = out.dist
+            writer.write(sample["id"].tolist(), idx, vals, sample["target"].ne(pad))
+            bar.update(len(batch))
+        bar.close()
+        seconds = time.time() - t0
+        header["seconds"] = seconds
+        header = writer.finish(header)
+    except BaseException:
+        writer.abort()
+        raise
     print(
         f"lskd-teacher-cache: split {args.split!r}: {header['n_samples']} sentences, {header['n_tokens']} "
         f"tokens, k={header['k']} ({header['id_dtype']} ids + float16 logits): "
@@ -117,6 +124,15 @@ def run(args) -> dict:
     )
     print(f"lskd-teacher-cache: wrote {artifacts.cache_paths(args.out, args.split)['header']}")
     return header
+
+
+def rebuild_command(args) -> str:
+    """The command that makes this cache again (recorded in its header, quoted by its reader)."""
+    cmd = ["lskd-teacher-cache", args.data, "--split", args.split, "--teacher-path", args.teacher_path,
+           "--k", str(args.k), "--out", args.out]
+    if args.source_lang:
+        cmd += ["-s", args.source_lang, "-t", args.target_lang]
+    return shlex.join(cmd + (["--bf16"] if args.bf16 else []) + (["--fp16"] if args.fp16 else []))
 
 
 def main(argv=None) -> int:

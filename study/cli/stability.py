@@ -25,7 +25,6 @@ The kind is detected from the checkpoint (``--kind`` overrides). Prints a table;
 """
 
 import argparse
-import json
 import os
 import sys
 

@@ -40,6 +40,7 @@ import shlex
 import signal
 import sys
 
+from lskd_fairseq import integrity
 from lskd_study import study_plan
 from lskd_study.runner import Study
 from lskd_study.study_plan import fmt_dur
@@ -112,6 +113,14 @@ def main(argv=None) -> int:
               "cifar10/ and multi30k/)", file=sys.stderr)
         return 2
     out = args.out or os.path.join(study_plan.REPO, "runs", f"study-{args.scale}")
+    if not args.dry_run:
+        try:
+            integrity.check_output_dir(out, "--out")
+            if args.nmt_work:
+                integrity.check_output_dir(args.nmt_work, "--nmt-work")
+        except integrity.OutputError as e:
+            print(f"lskd-study: error: {e}", file=sys.stderr)
+            return 2
     tracks = (args.only,) if args.only else ("nmt", "vision")
     st = Study(args.scale, out, jobs=args.jobs, tracks=tracks, nmt_work=args.nmt_work, threads=args.threads,
                heartbeat_s=args.heartbeat, reuse_vision=args.reuse_vision, seeds=args.seeds, data_root=args.data)
