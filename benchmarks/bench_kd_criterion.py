@@ -27,7 +27,6 @@ Each ratio is also printed as a ``RATIO name=... value=... target=... ok=...`` l
 import argparse
 import gzip
 import json
-import os
 import re
 import resource
 import subprocess
@@ -109,7 +108,9 @@ ARCH = (
 
 
 def _run(cmd, **kw):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    from lskd_fairseq.warning_filters import subprocess_env
+
+    env = subprocess_env()  # library notices silenced by name
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True, env=env, **kw)
 
 

@@ -57,7 +57,9 @@ TEACHER = ("--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-e
 
 
 def env():
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    from lskd_fairseq.warning_filters import subprocess_env
+
+    return dict(subprocess_env(), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # library notices by name
 
 
 def run(cmd, **kw):

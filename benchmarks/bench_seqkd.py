@@ -63,9 +63,9 @@ ARCH = arch(64, 1)
 
 
 def env():
-    e = dict(os.environ)
-    e["PYTHONWARNINGS"] = "ignore"
-    return e
+    from lskd_fairseq.warning_filters import subprocess_env
+
+    return subprocess_env()  # library notices silenced by name
 
 
 def sh(args, **kw):

@@ -24,7 +24,6 @@ bytes (plus 8 bytes per sentence for the offsets).
 
 import hashlib
 import json
-import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -34,8 +33,6 @@ import torch
 from lskd_fairseq.atomic import atomic_path, atomic_write_json
 from lskd_fairseq import integrity
 from lskd_fairseq.integrity import ArtifactError, sha256_file  # noqa: F401 (re-exported)
-
-logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "lskd-topk-cache"
 CACHE_VERSION = 1

@@ -39,7 +39,6 @@ written to a temporary folder and renamed into place, and the manifest
 import argparse
 import gzip
 import json
-import logging
 import os
 import shlex
 import shutil
@@ -50,7 +49,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from lskd_fairseq import artifacts, integrity
+from lskd_fairseq import artifacts, console, integrity
 from lskd_fairseq.atomic import atomic_write_json
 from lskd_fairseq.errors import run_tool
 from lskd_fairseq.teacher import add_teacher_args
@@ -62,7 +61,7 @@ from lskd_fairseq.artifacts import (
     setup_translation_task,
 )
 
-logger = logging.getLogger(__name__)
+logger = console.get_logger("distill")
 
 # --------------------------------------------------------------------------- text
 
@@ -250,6 +249,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo a split that is already complete")
     p.add_argument("--restart", action="store_true", help="ignore the hypotheses of an interrupted run")
     p.add_argument("--no-progress-bar", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="only the result lines and errors")
     return p
 
 
@@ -295,7 +295,7 @@ def run(args) -> dict:
     old = artifacts.read_json(mpath)
     if old is not None and old.get("complete") and not args.force and old.get("fingerprint") == fingerprint \
             and old.get("output_options") == out_opts:
-        print(f"{mpath}: split {split!r} is already complete (use --force to redo it)")
+        console.result(f"{mpath}: split {split!r} is already complete (use --force to redo it)")
         return old
     if old is not None:
         os.remove(mpath)  # nothing may look complete while files are replaced
@@ -349,7 +349,7 @@ def run(args) -> dict:
         from tqdm import tqdm
 
         bar = tqdm(total=n, initial=n - n_todo + len(ignored), unit="sent", desc=f"distill {split}",
-                   disable=args.no_progress_bar, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+                   disable=args.no_progress_bar or console.is_quiet(), file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
         t0 = time.time()
         for batch in batches:
             sample = ds.collater([ds[int(i)] for i in batch])
@@ -479,7 +479,7 @@ def run(args) -> dict:
     atomic_write_json(mpath, manifest)  # last: marks the split complete
     store.close(remove=True)
     filt = {k: v for k, v in counts.items() if k not in ("total", "kept")}
-    print(
+    console.say(
         f"lskd-distill-data: split {split!r}: {n} samples, {counts['kept']} kept, "
         f"{len(filtered_ids)} filtered ({_fmt_counts(filt)}) -> "
         f"{'reference kept' if args.on_filtered == 'reference' else 'dropped'}; "
@@ -487,7 +487,7 @@ def run(args) -> dict:
         f"generated {gen_sent} sentences in {gen_seconds:.1f}s ({throughput:.2f} sentences/s)"
         + (f", resumed {store.resumed}" if store.resumed else "")
     )
-    print(f"lskd-distill-data: wrote {args.out} (manifest {mpath})")
+    console.result(f"lskd-distill-data: wrote {args.out} (manifest {mpath})")
     return manifest
 
 

@@ -22,10 +22,13 @@ def run_tool(prog: str, parser, run, argv=None) -> int:
 
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
                         stream=sys.stderr)
+    from lskd_fairseq import console
+
     args = parser.parse_args(argv)
+    console.configure(quiet=getattr(args, "quiet", False), progress=not getattr(args, "no_progress_bar", False))
     try:
         run(args)
     except LskdError as e:  # ArtifactError, TeacherError, OptionError
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        console.error(prog, str(e))
         return 2
     return 0

@@ -59,8 +59,6 @@ import torch
 
 from lskd_fairseq.errors import LskdError, OptionError
 
-logger = logging.getLogger(__name__)
-
 # The fairseq these patches were read against and checked with (setup.py pins it).
 CHECKED_FAIRSEQ = "fairseq-fixed 0.12.3.1 (fairseq 0.12.3)"
 
@@ -153,7 +151,9 @@ def _one_line_errors(previous_hook):
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "lskd"
         try:
             logging.shutdown()  # the log so far stays complete
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+            from lskd_fairseq import console
+
+            console.error(prog, str(exc))
             sys.stdout.flush()
             sys.stderr.flush()
             import atexit

@@ -10,7 +10,6 @@ An ensemble's distribution is the average of its members' probabilities; its
 (``softmax(log p / T)``, which is p at T = 1).
 """
 
-import logging
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
@@ -21,8 +20,9 @@ from lskd_fairseq import fairseq_compat
 from lskd_fairseq.artifacts import check_same_dictionary
 from lskd_fairseq.errors import LskdError
 from lskd_fairseq.losses import ensemble_log_probs
+from lskd_fairseq import console
 
-logger = logging.getLogger(__name__)
+logger = console.get_logger("teacher")
 
 # Rows of decoder features projected to the vocabulary at a time when only the
 # teacher's top-k is wanted, so the full (tokens x vocab) logits never exist at once.

@@ -16,12 +16,14 @@
 # by default the one holding this file.
 LSKD_REPO="${LSKD_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 LSKD_USER_DIR="$LSKD_REPO/lskd_fairseq"
-export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
 # use the project's virtual environment when none is active
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -f "$LSKD_REPO/.venv/bin/activate" ]; then
     # shellcheck disable=SC1091
     . "$LSKD_REPO/.venv/bin/activate"
 fi
+# the libraries' notices a user cannot act on are silenced by name (lskd_fairseq.warning_filters);
+# every other warning is shown
+eval "$(PYTHONPATH="$LSKD_REPO${PYTHONPATH:+:$PYTHONPATH}" python -m lskd_fairseq.warning_filters --shell)"
 
 lskd_log() {
     local msg="[$(date -u +%Y-%m-%dT%H:%M:%SZ)] ${LSKD_RECIPE:-recipe}: $*"

@@ -37,7 +37,6 @@ lskd_nmt_defaults() {
     # SEED: the students' seed (initialisation, data order, dropout); TEACHER_SEED: the teachers'
     : "${SEED:=1}" "${TEACHER_SEED:=1}"
     : "${STAGE:=1}" "${STOP_STAGE:=temperature_sweep}" "${EXTRA_TRAIN_ARGS:=}" "${WORKERS:=2}"
-    export PYTHONWARNINGS
 }
 
 # Refuse bad option values before any stage runs (not after hours of training).

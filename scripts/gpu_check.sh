@@ -36,7 +36,8 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
     echo "gpu-check: no CUDA device is visible to torch; this check needs one GPU (run it on a GPU machine)" >&2
     exit 2
 fi
-export PATH="$REPO/$VENV/bin:$PATH" PYTHONWARNINGS=ignore
+export PATH="$REPO/$VENV/bin:$PATH"
+eval "$("$PY" -m lskd_fairseq.warning_filters --shell)"  # library notices by name; other warnings shown
 DATA=${LSKD_SHARED_DATA:-$REPO/../shared/data}
 CIFAR=$DATA/cifar10/cifar10_jpg.tar.gz
 M30K=$DATA/multi30k

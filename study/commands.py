@@ -7,7 +7,7 @@ import shutil
 import sys
 from typing import Dict, List, Optional
 
-from lskd_fairseq import integrity
+from lskd_fairseq import integrity, warning_filters
 from lskd_study import study_plan
 from lskd_vision import option_table
 
@@ -17,8 +17,7 @@ class Commands:
     ``nmt_work``, ``reuse_vision`` and ``log``."""
 
     def env(self) -> Dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONWARNINGS"] = "ignore"
+        env = warning_filters.subprocess_env()  # library notices silenced by name, every other warning shown
         env["OMP_NUM_THREADS"] = str(self.threads)
         env["MKL_NUM_THREADS"] = str(self.threads)
         env["PYTHONUNBUFFERED"] = "1"

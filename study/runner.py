@@ -20,6 +20,7 @@ from lskd_study import study_plan
 from lskd_study.commands import Commands
 from lskd_study.records import Records
 from lskd_study.study_plan import fmt_dur
+from lskd_fairseq import console
 
 _print_lock = threading.Lock()
 
@@ -81,7 +82,7 @@ class Study(Commands, Records):
         with _print_lock:
             if not self.quiet or not self._dirs_made:
                 try:
-                    print(line, flush=True)
+                    console.say(line)
                 except (OSError, ValueError):  # stdout gone (closed pipe or terminal): keep logging to the file
                     self.quiet = True
             if self._dirs_made:

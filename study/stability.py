@@ -19,15 +19,12 @@ batch; nothing proportional to the number of samples is kept (except the optiona
 penultimate features for the projection plot, requested explicitly).
 """
 
-import logging
 import os
 from typing import Dict, List, Optional
 
 import torch
 
 from lskd_fairseq.metrics import CalibrationMeter, StabilityMeter
-
-logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ vision

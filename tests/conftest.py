@@ -81,8 +81,9 @@ def assert_png_drawn(path, min_colours: int = 16, min_coloured: float = 0.0025):
 
 
 def cli_env():
-    env = dict(os.environ)
-    env["PYTHONWARNINGS"] = "ignore"
+    from lskd_fairseq.warning_filters import subprocess_env
+
+    env = subprocess_env()  # as the recipes and the study run them: library notices by name only
     env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env

@@ -3,7 +3,6 @@ trained one, with fairseq's initial weights, so that a test can ask whether trai
 taught a model anything (its test BLEU above the untrained twin's)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +41,9 @@ def score(data: Path, checkpoint: Path, ref: Path, work: Path, spm=None, beam: i
         cmd += ["--spm", str(spm)]
     cmd += ["--", "--beam", str(beam), "--max-tokens", "8000", "--max-len-a", "1.2", "--max-len-b", "10", "--cpu",
             "--required-batch-size-multiple", "1"]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    from lskd_fairseq.warning_filters import subprocess_env
+
+    env = subprocess_env()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((work / "results" / "m.json").read_text(encoding="utf-8"))

@@ -311,7 +311,7 @@ def test_plot_cli_silences_only_named_deprecation_warnings():
     """lskd-plot no longer ignores every warning in the process: only the libraries' deprecations."""
     import warnings
 
-    from lskd_study.warning_filters import silence_known_warnings
+    from lskd_fairseq.warning_filters import silence_known_warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.resetwarnings()

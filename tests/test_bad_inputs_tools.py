@@ -20,7 +20,6 @@ RECIPE = os.path.join(REPO, "recipes", "multi30k", "run.sh")
 def _env():
     env = dict(os.environ)
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
-    env["PYTHONWARNINGS"] = "ignore"
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
 

@@ -28,7 +28,6 @@ MODELS = [
 def _env():
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env["PYTHONWARNINGS"] = "ignore"
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
 

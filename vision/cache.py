@@ -29,7 +29,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from lskd_fairseq import integrity
+from lskd_fairseq import console, integrity
 from lskd_fairseq.atomic import atomic_path, atomic_write_json
 from lskd_fairseq.errors import LskdError
 
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="discard a (partial) cache in --out that was made with other options")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true", help="only the result line, warnings and errors")
     add_data_args(p)
     return p
 
@@ -214,7 +215,8 @@ def run(args) -> Dict:
         return cache_format.epoch_done(args.out, e, spec["storage"], records)
 
     if have >= args.epochs and all(intact(e) for e in range(args.epochs)):
-        print(f"lskd-vision-cache: {args.out} is complete ({have} epochs >= --epochs {args.epochs}); nothing to do")
+        console.result(f"lskd-vision-cache: {args.out} is complete ({have} epochs >= --epochs {args.epochs}); "
+                       "nothing to do")
         return {"epochs_written": 0}
     header_path = os.path.join(args.out, cache_format.HEADER)
     atomic_write_json(os.path.join(args.out, cache_format.PENDING), dict(spec, epochs=args.epochs, complete=False))
@@ -226,21 +228,16 @@ def run(args) -> Dict:
                                          num_workers=args.workers, pin_memory=device.type == "cuda")
     todo = [e for e in range(args.epochs) if not intact(e)]  # new epochs, and damaged ones again
     n = len(dataset)
-    print(f"lskd-vision-cache: {len(args.teacher)} teacher(s) on {device} ({args.precision.describe()}), "
-          f"{n} training images x {args.epochs} epochs, {spec['storage']} ({spec['k']} of {spec['num_classes']} "
-          f"classes); {args.epochs - len(todo)} epoch(s) already done -> {args.out}", flush=True)
-    bar = None
-    if args.progress and sys.stderr.isatty() and todo:
-        with contextlib.suppress(ImportError):
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(todo) * len(loader), desc="views", unit="batch", dynamic_ncols=True, mininterval=1.0)
+    console.say(f"lskd-vision-cache: {len(args.teacher)} teacher(s) on {device} ({args.precision.describe()}), "
+                f"{n} training images x {args.epochs} epochs, {spec['storage']} ({spec['k']} of "
+                f"{spec['num_classes']} classes); {args.epochs - len(todo)} epoch(s) already done -> {args.out}")
+    bar = console.progress_bar(total=len(todo) * len(loader), desc="views", unit="batch") if todo else None
     seconds = []
     try:
         for e in todo:
             seconds.append(_write_epoch(args, e, loader, dataset, teacher, device, spec, bar))
-            print(f"epoch {e + 1}/{args.epochs}: {n} views in {seconds[-1]:.1f}s ({n / seconds[-1]:.0f} images/s)",
-                  flush=True)
+            console.say(f"epoch {e + 1}/{args.epochs}: {n} views in {seconds[-1]:.1f}s "
+                        f"({n / seconds[-1]:.0f} images/s)")
     finally:
         if bar is not None:
             bar.close()
@@ -260,18 +257,19 @@ def run(args) -> Dict:
                          "images_per_s": (len(seconds) * n / sum(seconds)) if seconds else None})
     atomic_write_json(header_path, header)
     os.unlink(os.path.join(args.out, cache_format.PENDING))
-    print(f"lskd-vision-cache: done; {total / 2**20:.1f} MiB ({total / (n * args.epochs):.1f} bytes per "
+    console.result(f"lskd-vision-cache: done; {total / 2**20:.1f} MiB ({total / (n * args.epochs):.1f} bytes per "
           f"view, {row_bytes} of them logits{' and ids' if spec['storage'] == 'topk' else ''}); {header_path}")
     return header
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    console.configure(quiet=args.quiet, progress=args.progress)
     args.command = shlex.join(["lskd-vision-cache", *(sys.argv[1:] if argv is None else argv)])
     try:
         run(args)
     except (UsageError, UnknownArchitectureError, DatasetError, CheckpointError, LskdError) as e:
-        print(f"lskd-vision-cache: error: {e}", file=sys.stderr, flush=True)
+        console.error("lskd-vision-cache", str(e))
         return 2
     return 0
 

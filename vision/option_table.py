@@ -153,6 +153,8 @@ OPTIONS: List[Option] = [
     Option(("--sync-bn",), RUN, dict(action="store_true", help="SyncBatchNorm under DDP (CUDA only)")),
     Option(("--threads",), RUN, dict(type=int, default=0, help="torch CPU threads per process; 0 = torch's "
            "default")),
+    Option(("--quiet", "-q"), RUN, dict(action="store_true", help="no progress lines: only the results, "
+           "warnings and errors"), record=False),
     Option(("--no-progress",), RUN, dict(dest="progress", action="store_false", help="no progress bar (it is shown "
            "only when stderr is a terminal)"), record=False),
 ]

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from typing import List
+from lskd_fairseq import console
 
 
 def _fmt(v, nd=2):
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lskd_vision.report", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run folders (the --output of lskd-vision-train)")
     args = p.parse_args(argv)
-    print(table(args.runs))
+    console.result(table(args.runs))
     return 0
 
 

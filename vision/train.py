@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import data as D
-from lskd_fairseq import integrity
+from lskd_fairseq import console, integrity
 from lskd_fairseq.errors import LskdError
 
 from . import option_table
@@ -133,8 +133,9 @@ def resolve_args(args) -> None:
 
 
 def log(msg: str) -> None:
+    """A progress line (rank 0 only; silent with --quiet): ``lskd_fairseq.console``."""
     if (dist.get_rank() if is_dist() else 0) == 0:
-        print(msg, flush=True)
+        console.say(msg)
 
 
 def _binary_weights_at(args, epoch: int) -> Optional[bool]:
@@ -370,15 +371,8 @@ def run(args) -> Dict:
         ds["train"].set_epoch(epoch)  # views are a function of (seed, epoch, index)
         if soft_labels is not None:
             soft_labels.set_epoch(epoch)
-        bar = None
-        if args.progress and rank == 0 and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-
-                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
-                           dynamic_ncols=True, mininterval=1.0)
-            except ImportError:
-                bar = None
+        bar = console.progress_bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+                                   leave=False) if rank == 0 else None
         tr = train_one_epoch(model, train_loader, optimizer, lambda s: sched(s - base_step), epoch * steps_per_epoch,
                              device, teacher, alpha=args.kd_alpha, scaler=scaler, precision=precision,
                              clip_grad=args.clip_grad, progress=bar, soft_labels=soft_labels, **loss_kw)
@@ -434,7 +428,7 @@ def run(args) -> Dict:
         atomic_write_json(os.path.join(out, "metrics.json"), results)
         summary = ", ".join(f"{k} top1 {results[k]['top1']:.2f} top5 {results[k]['top5']:.2f} ece {results[k]['ece']:.4f}"
                             for k in eval_loaders)
-        log(f"done in {train_time:.0f}s; best epoch {results['best_epoch']}: {summary}; {out}/metrics.json")
+        console.result(f"done in {train_time:.0f}s; best epoch {results['best_epoch']}: {summary}; {out}/metrics.json")
     if is_dist():
         dist.destroy_process_group()
     return results
@@ -443,10 +437,11 @@ def run(args) -> Dict:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    console.configure(quiet=args.quiet, progress=args.progress)
     try:
         run(args)
     except (UsageError, UnknownArchitectureError, D.DatasetError, CheckpointError, LskdError) as e:
-        print(f"lskd-vision-train: error: {e}", file=sys.stderr, flush=True)
+        console.error("lskd-vision-train", str(e))
         if is_dist():
             dist.destroy_process_group()
         return 2

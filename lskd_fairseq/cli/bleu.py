@@ -29,6 +29,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from lskd_fairseq.atomic import atomic_write_json, atomic_write_lines, atomic_write_text
+from lskd_fairseq import console
 
 SPM_SPACE = "\u2581"  # sentencepiece's word-boundary marker
 
@@ -210,10 +211,9 @@ def evaluate(
         # --spm says the hypotheses are pieces: decode them even when none carries the
         # word-boundary marker (a degenerate model may output only word-internal pieces)
         if not looks_like_pieces(hyp_lines):
-            print(
+            console.warn(
                 f"lskd-bleu: warning: no sentencepiece word boundary ({SPM_SPACE}) in any hypothesis; "
-                f"decoding them with {spm_model} anyway (drop --spm if they are already plain text)",
-                file=sys.stderr,
+                f"decoding them with {spm_model} anyway (drop --spm if they are already plain text)"
             )
         hyp_lines = spm_decode(hyp_lines, spm_model)
         decoded = True
@@ -355,8 +355,8 @@ def _cmd_score(args) -> int:
     res.update(_parse_meta(args.meta))
     if args.json:
         atomic_write_json(args.json, res)
-    print(res["bleu_string"])
-    print(res["chrf_string"])
+    console.result(res["bleu_string"])
+    console.result(res["chrf_string"])
     return 0
 
 
@@ -367,7 +367,7 @@ def _cmd_hyps(args) -> int:
     if fill is not None:
         missing = [i for i in range(n) if i not in hyps]
         if missing:
-            print(f"lskd-bleu hyps: {len(missing)} of {n} ids missing, filled from {args.fill_from}", file=sys.stderr)
+            console.warn(f"lskd-bleu hyps: {len(missing)} of {n} ids missing, filled from {args.fill_from}")
         for i in missing:
             hyps[i] = fill[i]
     lines = ordered_hypotheses(hyps, n)
@@ -380,7 +380,7 @@ def _cmd_hyps(args) -> int:
 def _cmd_table(args) -> int:
     results = load_results(args.results_dir)
     if not results:
-        print(f"lskd-bleu: no result JSON files in {args.results_dir}", file=sys.stderr)
+        console.warn(f"lskd-bleu: no result JSON files in {args.results_dir}")
         return 1
     text = markdown_table(results, title=args.title)
     if args.out:
@@ -443,7 +443,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, EOFError) as e:  # unreadable input (a bad .gz is an OSError)
-        print(f"lskd-bleu: error: {e}", file=sys.stderr)
+        console.error("lskd-bleu", str(e))
         return 2
 
 

@@ -24,6 +24,7 @@ from typing import List, Optional
 
 from lskd_fairseq.atomic import atomic_path, atomic_write_json
 from lskd_fairseq.cli import bleu
+from lskd_fairseq import console, integrity
 
 
 def _stale_reason(out_json: str, ckpt: str):
@@ -80,7 +81,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="a field for one model's JSON")
     p.add_argument("--user-dir", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="only the scores and errors")
     args = p.parse_args(argv)
+    console.configure(quiet=args.quiet)
+    for path, flag in ((args.results_dir, "--results-dir"), (args.gen_dir, "--gen-dir")):
+        try:
+            integrity.check_output_dir(path, flag)
+        except integrity.OutputError as e:
+            console.error(p.prog, str(e))
+            return 2
 
     specs = []
     for spec in args.model:
@@ -89,12 +98,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         specs.append(spec.split("=", 1))
     missing = [f"{name} ({ckpt})" for name, ckpt in specs if not os.path.isfile(ckpt)]
     if missing:  # before anything is generated: say every missing model at once
-        print(f"{p.prog}: error: checkpoint not found for {len(missing)} model(s): {', '.join(missing)}; "
-              f"train them first (or leave them out)", file=sys.stderr)
+        console.error(p.prog, f"checkpoint not found for {len(missing)} model(s): {', '.join(missing)}; "
+                      f"train them first (or leave them out)")
         return 2
     for path, what in ((args.ref, "--ref"), (args.spm, "--spm")):
         if path and not os.path.isfile(path):
-            print(f"{p.prog}: error: {what} file not found: {path}", file=sys.stderr)
+            console.error(p.prog, f"{what} file not found: {path}")
             return 2
     common = bleu._parse_meta(args.meta)
     per_model = {}
@@ -107,13 +116,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         out_json = os.path.join(args.results_dir, f"{name}.json")
         stale = _stale_reason(out_json, ckpt)
         if os.path.exists(out_json) and not args.force and stale is None:
-            print(f"evaluate: skip {name} ({out_json} exists)", flush=True)
+            console.say(f"evaluate: skip {name} ({out_json} exists)")
             continue
         if stale and os.path.exists(out_json):
-            print(f"evaluate: {name}: scoring again: {stale}", flush=True)
+            console.say(f"evaluate: {name}: scoring again: {stale}")
         gen = os.path.join(args.gen_dir, f"{name}.{args.subset}.gen")
         hyp = os.path.join(args.gen_dir, f"{name}.{args.subset}.hyp")
-        print(f"evaluate: {name}: generating with {ckpt}", flush=True)
+        console.say(f"evaluate: {name}: generating with {ckpt}")
         generate(args.data, ckpt, args.subset, gen, args.user_dir, gen_args)
         res = bleu.evaluate(args.ref, generate=gen, spm_model=args.spm, hyp_out=hyp)
         res["name"] = name
@@ -127,8 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         res.update(common)
         res.update(bleu._parse_meta(per_model.get(name, [])))
         atomic_write_json(out_json, res)
-        print(f"evaluate: {name}: {res['bleu_string']}", flush=True)
-        print(f"evaluate: {name}: {res['chrf_string']}", flush=True)
+        console.result(f"evaluate: {name}: {res['bleu_string']}")
+        console.result(f"evaluate: {name}: {res['chrf_string']}")
     return 0
 
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 
 from lskd_fairseq.atomic import atomic_path
+from lskd_fairseq import console
 
 
 def train(inputs, model_prefix, vocab_size, model_type="unigram", character_coverage=1.0,
@@ -97,7 +98,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     problem = _input_problem(args)
     if problem:
-        print(f"{p.prog} {args.cmd}: error: {problem}", file=sys.stderr)
+        console.error(f"{p.prog} {args.cmd}", problem)
         return 2
     try:
         if args.cmd == "train":
@@ -107,7 +108,7 @@ def main(argv=None):
             for s, d in zip(args.input, args.output):
                 encode_file(args.model, s, d)
     except (RuntimeError, OSError, UnicodeDecodeError) as e:  # sentencepiece reports bad input as RuntimeError
-        print(f"{p.prog} {args.cmd}: error: {e}", file=sys.stderr)
+        console.error(f"{p.prog} {args.cmd}", str(e))
         return 1
     return 0
 

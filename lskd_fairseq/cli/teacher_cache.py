@@ -15,7 +15,6 @@ complete, last; an interrupted run leaves no usable cache, and a rerun starts ov
 """
 
 import argparse
-import logging
 import shlex
 import sys
 import time
@@ -26,9 +25,7 @@ from lskd_fairseq import artifacts, integrity
 from lskd_fairseq.artifacts import ArtifactError
 from lskd_fairseq.errors import run_tool
 from lskd_fairseq.teacher import add_teacher_args
-
-logger = logging.getLogger("lskd.teacher_cache")
-
+from lskd_fairseq import console
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lskd-teacher-cache", description=__doc__.split("\n\n")[0])
@@ -46,6 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 teacher (CPU with bf16 hardware, or CUDA); log-probabilities in float32")
     p.add_argument("--no-progress-bar", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="only the result line and errors")
     return p
 
 
@@ -95,7 +93,7 @@ def run(args) -> dict:
     batches = ds.batch_by_size(indices, max_tokens=args.max_tokens, max_sentences=args.batch_size,
                                required_batch_size_multiple=1)
     pad = task.tgt_dict.pad()
-    bar = tqdm(total=len(ds), unit="sent", desc=f"teacher cache {args.split}", disable=args.no_progress_bar,
+    bar = tqdm(total=len(ds), unit="sent", desc=f"teacher cache {args.split}", disable=args.no_progress_bar or console.is_quiet(),
                file=sys.stderr, dynamic_ncols=True)
     t0 = time.time()
     from fairseq import utils
@@ -116,13 +114,13 @@ def run(args) -> dict:
     except BaseException:
         writer.abort()
         raise
-    print(
+    console.say(
         f"lskd-teacher-cache: split {args.split!r}: {header['n_samples']} sentences, {header['n_tokens']} "
         f"tokens, k={header['k']} ({header['id_dtype']} ids + float16 logits): "
         f"{header['total_bytes'] / 2**20:.2f} MiB, {header['bytes_per_token']:.2f} bytes/token "
         f"({header['bytes_per_token'] / header['k']:.2f} bytes per token per k) in {seconds:.1f}s"
     )
-    print(f"lskd-teacher-cache: wrote {artifacts.cache_paths(args.out, args.split)['header']}")
+    console.result(f"lskd-teacher-cache: wrote {artifacts.cache_paths(args.out, args.split)['header']}")
     return header
 
 

@@ -35,7 +35,6 @@ Offline teacher artifacts:
   size, source sentences and dictionaries, or loading the split fails.
 """
 
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
@@ -50,8 +49,9 @@ from lskd_fairseq import artifacts, fairseq_compat
 from lskd_fairseq.artifacts import ArtifactError
 from lskd_fairseq.errors import LskdError, OptionError
 from lskd_fairseq.teacher import DICT_CHECKS, Teacher, TeacherError, TeacherOutput, split_paths
+from lskd_fairseq import console
 
-logger = logging.getLogger(__name__)
+logger = console.get_logger("translation_kd")
 
 # What each lskd criterion can use from this task; any other criterion uses none of it.
 CRITERION_INPUTS = {

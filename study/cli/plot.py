@@ -23,6 +23,7 @@ Examples::
 import argparse
 import os
 import sys
+from lskd_fairseq import console
 
 
 def _pairs(items):
@@ -131,16 +132,16 @@ def run(args) -> str:
 
 
 def main(argv=None):
-    from lskd_study.warning_filters import silence_known_warnings
+    from lskd_fairseq.warning_filters import silence_known_warnings
 
     silence_known_warnings()  # fairseq/torch deprecation notices only
     args = build_parser().parse_args(argv)
     try:
         out = run(args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"lskd-plot: error: {e}", file=sys.stderr)
+        console.error("lskd-plot", str(e))
         return 2
-    print(f"written: {out}")
+    console.result(f"written: {out}")
     return 0
 
 

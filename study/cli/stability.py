@@ -29,6 +29,7 @@ import os
 import sys
 
 import torch
+from lskd_fairseq import console
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,23 +90,23 @@ def run(args) -> dict:
 
 
 def main(argv=None):
-    from lskd_study.warning_filters import silence_known_warnings
+    from lskd_fairseq.warning_filters import silence_known_warnings
 
     silence_known_warnings()  # fairseq/torch deprecation notices only
     args = build_parser().parse_args(argv)
     try:
         res = run(args)
     except (ValueError, FileNotFoundError, MemoryError) as e:
-        print(f"lskd-stability: error: {e}", file=sys.stderr)
+        console.error("lskd-stability", str(e))
         return 2
     from lskd_study.stability import format_table
 
-    print(format_table(res, args.rows))
+    console.result(format_table(res, args.rows))
     if args.json:
         from lskd_fairseq.atomic import atomic_write_json
 
         atomic_write_json(args.json, res, indent=1)
-        print(f"\nwritten: {args.json}")
+        console.result(f"\nwritten: {args.json}")
     return 0
 
 

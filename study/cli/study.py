@@ -40,7 +40,7 @@ import shlex
 import signal
 import sys
 
-from lskd_fairseq import integrity
+from lskd_fairseq import console, integrity
 from lskd_study import study_plan
 from lskd_study.runner import Study
 from lskd_study.study_plan import fmt_dur
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, their commands and the estimated time; run and write nothing")
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between progress lines")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress lines on the terminal (logs/study.log keeps them all); results and errors only")
     return p
 
 
@@ -81,13 +83,13 @@ def dry_run(st: Study) -> int:
             else ["(in-process)"]
         done = " [done]" if st.is_done(r.id) else ""
         deps = f" (after {', '.join(r.deps)})" if r.deps else ""
-        print(f"{st.index[r.id]:>2}/{st.n_total} {r.id}{done}: {r.title}{deps}\n      "
+        console.result(f"{st.index[r.id]:>2}/{st.n_total} {r.id}{done}: {r.title}{deps}\n      "
               f"{' '.join(shlex.quote(c) for c in cmd)}")
     total = sum(r.est_s for r in st.runs)
     span = study_plan.estimate_makespan(st.runs, st.jobs)
-    print(f"estimated: {fmt_dur(total)} of run time, about {fmt_dur(span)} on {st.jobs} job slot(s) "
+    console.result(f"estimated: {fmt_dur(total)} of run time, about {fmt_dur(span)} on {st.jobs} job slot(s) "
           f"({len(st.seeds)} seed(s); first estimates, see study_plan.py)")
-    print(study_plan.plan_time_line(st.scale_name, st.runs, st.jobs))
+    console.result(study_plan.plan_time_line(st.scale_name, st.runs, st.jobs))
     return 0
 
 
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
 
     import matplotlib
 
-    from lskd_study.warning_filters import silence_known_warnings
+    from lskd_fairseq.warning_filters import silence_known_warnings
 
     matplotlib.use("Agg")
     silence_known_warnings()
@@ -104,13 +106,14 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
+    console.configure(quiet=args.quiet)
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.data is not None and not os.path.isdir(args.data):
-        print(f"lskd-study: error: --data {args.data}: no such folder (give the folder that holds "
-              "cifar10/ and multi30k/)", file=sys.stderr)
+        console.error("lskd-study", f"--data {args.data}: no such folder (give the folder that holds "
+                      "cifar10/ and multi30k/)")
         return 2
     out = args.out or os.path.join(study_plan.REPO, "runs", f"study-{args.scale}")
     if not args.dry_run:
@@ -119,7 +122,7 @@ def main(argv=None) -> int:
             if args.nmt_work:
                 integrity.check_output_dir(args.nmt_work, "--nmt-work")
         except integrity.OutputError as e:
-            print(f"lskd-study: error: {e}", file=sys.stderr)
+            console.error("lskd-study", str(e))
             return 2
     tracks = (args.only,) if args.only else ("nmt", "vision")
     st = Study(args.scale, out, jobs=args.jobs, tracks=tracks, nmt_work=args.nmt_work, threads=args.threads,
@@ -130,9 +133,9 @@ def main(argv=None) -> int:
         return st.finish(report_only=True)
     missing = st.missing_data()
     if missing:
-        print(f"lskd-study: error: data not found: {', '.join(missing)}. Point the study at the folder that "
-              f"holds cifar10/ and multi30k/ with --data DIR or LSKD_SHARED_DATA=DIR (looked in "
-              f"{st.data['root']}), or run one track with --only.", file=sys.stderr)
+        console.error("lskd-study", f"data not found: {', '.join(missing)}. Point the study at the folder that "
+                      f"holds cifar10/ and multi30k/ with --data DIR or LSKD_SHARED_DATA=DIR (looked in "
+                      f"{st.data['root']}), or run one track with --only.")
         return 2
 
     def _term(signum, frame):
