@@ -13,8 +13,10 @@ setup: $(STAMP)
 study: $(STAMP)
 	bash scripts/main_job.sh $(SCALE)
 
+# two workers (pytest-xdist), one per core; a test file stays on one worker (its module fixtures once)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10 tests
 
 # every benchmark (quick versions) and one summary of ratios against targets;
 # make bench BENCH_ARGS=--full for the benchmarks' own (slow) settings

@@ -35,7 +35,7 @@ setup(
         FAIRSEQ,
     ],
     # timm: --model/--teacher-arch timm:NAME and .safetensors weights (lskd_vision)
-    extras_require={"test": ["pytest"], "timm": ["timm==1.0.29", "safetensors"]},
+    extras_require={"test": ["pytest", "pytest-xdist==3.8.0"], "timm": ["timm==1.0.29", "safetensors"]},
     entry_points={
         "console_scripts": [
             "lskd-distill-data = lskd_fairseq.cli.distill_data:main",

@@ -17,7 +17,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = {"lskd_fairseq": "lskd_fairseq", "lskd_vision": "vision", "lskd_study": "study"}
 # modules of the plugin that the other layers may import (fairseq-free shared code)
-SHARED = {"lskd_fairseq", "lskd_fairseq.losses", "lskd_fairseq.metrics", "lskd_fairseq.atomic"}
+# (pure Python or numpy: the math, one atomic write, the integrity checks, the output convention)
+SHARED = {"lskd_fairseq", "lskd_fairseq.losses", "lskd_fairseq.metrics", "lskd_fairseq.atomic",
+          "lskd_fairseq.integrity", "lskd_fairseq.console", "lskd_fairseq.errors", "lskd_fairseq.warning_filters"}
 
 
 def _modules():
