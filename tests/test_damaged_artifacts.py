@@ -164,6 +164,20 @@ def test_fairseq_train_refuses_a_damaged_topk_cache_in_one_line(nmt_data, nmt_te
     assert not (tmp_path / "ck" / "checkpoint_last.pt").exists()
 
 
+def test_fairseq_train_refuses_to_resume_from_a_damaged_kd_checkpoint(nmt_data, nmt_teacher, tmp_path):
+    from conftest import PLUGIN, train_args
+
+    save = tmp_path / "ck"
+    kd = ["--user-dir", PLUGIN, "--task", "translation_kd", "--teacher-path", nmt_teacher,
+          "--criterion", "label_smoothed_kd", "--kd-alpha", "0.5"]
+    run_cli(train_args(nmt_data, save, 2, *kd))
+    _truncate(save / "checkpoint_last.pt")
+    proc = run_cli(train_args(nmt_data, save, 4, *kd), check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "checkpoint_last.pt is damaged: it cannot be read as a checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_truncated_fairseq_teacher_is_refused(nmt_teacher, tmp_path):
     from lskd_fairseq.teacher import TeacherError, load_checkpoint_state
 

@@ -260,7 +260,12 @@ class TranslationKDTask(TranslationTask):
         try:
             state = torch.load(filename, map_location="cpu", mmap=True, weights_only=True)
         except Exception:  # noqa: BLE001 - an old (non-zip) file: read it whole
-            state = torch.load(filename, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(filename, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - truncated or corrupt: one line, not a traceback
+                raise ArtifactError(
+                    f"{filename} is damaged: it cannot be read as a checkpoint ({type(e).__name__}; truncated?); "
+                    f"move it aside to start over, or resume from another one with --restore-file") from None
         saved = ((state.get("task_state") or {}).get(STATE_KEY) or {})
         old = saved.get("settings")
         if old is None:
