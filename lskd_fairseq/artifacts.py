@@ -244,14 +244,12 @@ class TopKCache:
         self.cache_dir = cache_dir
         self.split = split
         self.paths = cache_paths(cache_dir, split)
-        header = integrity.load_json(self.paths["header"], "teacher cache header", required=False,
-                                     rebuild=f"lskd-teacher-cache DATA --split {split} --teacher-path T.pt "
-                                     f"--out {cache_dir}")
+        generic = f"lskd-teacher-cache DATA --split {split} --teacher-path T.pt --out {cache_dir}"
+        header = integrity.load_json(self.paths["header"], "teacher cache header", required=False, rebuild=generic)
         if header is None:
             raise ArtifactError(
                 f"teacher cache {cache_dir} has no complete cache for split {split!r} "
-                f"({self.paths['header']} missing); make one with "
-                f"`lskd-teacher-cache DATA --split {split} --teacher-path T.pt --out {cache_dir}`"
+                f"({self.paths['header']} missing); make one with `{generic}`"
             )
         if header.get("format") != CACHE_FORMAT or not header.get("complete"):
             raise ArtifactError(f"{self.paths['header']} is not a complete lskd top-k cache header")
@@ -260,16 +258,12 @@ class TopKCache:
                                 f"this lskd reads version {CACHE_VERSION}; remake the cache")
         self.header = header
         self.k = int(header["k"])
-        self._check_files()
+        self._check_files(header.get("command") or generic)
         self._mm = None
 
-    def rebuild_command(self) -> str:
-        return self.header.get("command") or (
-            f"lskd-teacher-cache DATA --split {self.split} --teacher-path T.pt --out {self.cache_dir}")
-
-    def _check_files(self) -> None:
+    def _check_files(self, rebuild: str) -> None:
         """Every file complete: the sizes its header implies (and records), the hashes it records."""
-        h, rebuild = self.header, self.rebuild_command()
+        h = self.header
         rows = max(1, int(h["n_tokens"])) * self.k
         integrity.check_raw(self.paths["ids"], rows * np.dtype(h["id_dtype"]).itemsize, rebuild)
         integrity.check_raw(self.paths["logits"], rows * 2, rebuild)
@@ -379,8 +373,8 @@ def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_di
 
     if not os.path.isdir(ddir):
         raise DistillError(f"--distilled-data: no such directory: {ddir}")
-    man = integrity.load_json(manifest_path(ddir, split), "distilled-data manifest", required=False,
-                              rebuild=f"lskd-distill-data GOLD --teacher-path T.pt --out {ddir} --split {split} --force")
+    generic = f"lskd-distill-data GOLD --teacher-path T.pt --out {ddir} --split {split} --force"
+    man = integrity.load_json(manifest_path(ddir, split), "distilled-data manifest", required=False, rebuild=generic)
     if man is None:
         if not required:
             return None
@@ -391,7 +385,7 @@ def check_distilled_against_gold(ddir, split, src, tgt, gold_dir, n_gold, src_di
     if man.get("format") != MANIFEST_FORMAT or not man.get("complete"):
         raise DistillError(f"{manifest_path(ddir, split)} is not a complete lskd-distill-data manifest")
     where = f"--distilled-data {ddir} (split {split!r})"
-    rebuild = man.get("command") or f"lskd-distill-data GOLD --teacher-path T.pt --out {ddir} --split {split} --force"
+    rebuild = man.get("command") or generic
     try:
         for name, record in (man.get("files") or {}).items():  # complete, as written (sizes, hashes)
             integrity.check_file_record(os.path.join(ddir, name), record, rebuild)

@@ -1,7 +1,7 @@
 """One output convention (issue 20 §3): library code logs under ``lskd.*``; commands speak
 through ``lskd_fairseq.console`` (``--quiet`` keeps results and errors only); library warnings
-are silenced by name (``lskd_fairseq.warning_filters``), never by a blanket
-``PYTHONWARNINGS=ignore``, so every other warning is shown."""
+are silenced by name (``lskd_fairseq.warning_filters``), never by an ignore-everything
+warnings setting, so every other warning is shown."""
 
 import re
 import subprocess

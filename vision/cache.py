@@ -210,11 +210,9 @@ def run(args) -> Dict:
     spec = _spec(args, ds, info, teacher)
     os.makedirs(args.out, exist_ok=True)
     have, records = _prepare_folder(args, spec)
-
-    def intact(e):
-        return cache_format.epoch_done(args.out, e, spec["storage"], records)
-
-    if have >= args.epochs and all(intact(e) for e in range(args.epochs)):
+    # new epochs, and damaged ones again (each file checked once, its hash included)
+    todo = [e for e in range(args.epochs) if not cache_format.epoch_done(args.out, e, spec["storage"], records)]
+    if have >= args.epochs and not todo:
         console.result(f"lskd-vision-cache: {args.out} is complete ({have} epochs >= --epochs {args.epochs}); "
                        "nothing to do")
         return {"epochs_written": 0}
@@ -226,7 +224,6 @@ def run(args) -> Dict:
     dataset = cache_format.IndexedDataset(ds["train"])
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                                          num_workers=args.workers, pin_memory=device.type == "cuda")
-    todo = [e for e in range(args.epochs) if not intact(e)]  # new epochs, and damaged ones again
     n = len(dataset)
     console.say(f"lskd-vision-cache: {len(args.teacher)} teacher(s) on {device} ({args.precision.describe()}), "
                 f"{n} training images x {args.epochs} epochs, {spec['storage']} ({spec['k']} of "
