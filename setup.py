@@ -33,6 +33,7 @@ setup(
         "sentencepiece",
         "matplotlib",
         FAIRSEQ,
+        "submitit==1.5.4",  # lskd-study --launcher slurm
     ],
     # timm: --model/--teacher-arch timm:NAME and .safetensors weights (lskd_vision)
     extras_require={"test": ["pytest", "pytest-xdist==3.8.0"], "timm": ["timm==1.0.29", "safetensors"]},

@@ -179,6 +179,17 @@ def ls_convention(m: Optional[Dict]) -> Optional[str]:
 
 
 # ------------------------------------------------------------------ accounts
+def ran_on(marker: Dict) -> str:
+    """Where a finished run ran, from its done-marker: a Slurm job (id, node, device), a GPU of
+    this machine (``--gpus``), or this machine's default device."""
+    if marker.get("reused"):
+        return "reused"
+    if marker.get("slurm_job"):
+        return f"Slurm job {marker['slurm_job']} ({marker.get('host', '?')}, {marker.get('device', '?')})"
+    dev = marker.get("device") or "local"
+    return "this machine" if dev == "local" else f"this machine, {dev}"
+
+
 def accounts(study) -> Dict:
     """The study's time: every finished run's wall time (from its done-marker), their sum, the
     makespan on the job slots (per invocation: last end minus first start, summed over the
@@ -202,7 +213,13 @@ def accounts(study) -> Dict:
         match = [i for i in invocations if i.get("start") == inv_start]
         if match:
             one_go = match[-1]["end"] - match[-1]["start"]
+    where: Dict[str, int] = {}
+    for m in runs:
+        key = ran_on(m)
+        key = re.sub(r"^Slurm job \d+ ", "Slurm jobs ", key)  # counted by node and device, ids in the Runs table
+        where[key] = where.get(key, 0) + 1
     return {"runs": len(runs), "planned": len(study.runs), "sum_s": total, "makespan_s": makespan,
+            "ran_on": sorted(where.items()),
             "invocations": len(by_inv), "one_go_s": one_go, "jobs": study.jobs,
             "per_run": {m["run"]: float(m.get("seconds", 0.0)) for m in runs}}
 

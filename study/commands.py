@@ -26,6 +26,10 @@ class Commands:
             env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         return env
 
+    def env_updates(self) -> Dict[str, str]:
+        """What ``env`` sets beyond this process's environment: what a Slurm job adds to its own."""
+        return {k: v for k, v in self.env().items() if os.environ.get(k) != v}
+
     def vision_data(self) -> str:
         v = self.scale.vision
         if v.subset_train_per_class:

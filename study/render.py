@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 from . import paper_numbers
 from . import study_plan
 from .study_plan import fmt_dur
-from .collect import (CACHE_SAVINGS_HOW, NMT_NAMES, acc, accounts, bleu, cache_savings, cache_savings_line, load_json,
+from .collect import (CACHE_SAVINGS_HOW, NMT_NAMES, acc, accounts, bleu, cache_savings, cache_savings_line, load_json, ran_on,
                       ls_convention, mean_std_text, paired, seed_values)
 from .stats import INCONCLUSIVE, paired_diffs, t_interval
 from .verdicts import MARGINS_WHY, Row, interval_text
@@ -120,6 +120,9 @@ def time_section(study, L: List[str]) -> None:
     else:
         L.append("The study did not run in one go (it was resumed, reused runs, or is not finished), so it has "
                  "no real wall time; the README quotes the makespan.")
+    if acc_["ran_on"]:
+        L.append("")
+        L.append("Where the runs ran: " + "; ".join(f"{where}: {n} run(s)" for where, n in acc_["ran_on"]) + ".")
     rows = cache_savings(study)
     if rows:
         L.append("")
@@ -457,8 +460,9 @@ def runs_section(study, d: Dict, L: List[str]) -> None:
         else:
             conv = "–"
         seed = r.args.get("seed")
-        rows.append([r.id, r.title, seed if seed else "–", conv, st, f"{m['seconds']:.0f} s" if m else "–"])
-    L.append(table(["run", "what", "seed", "LS convention", "status", "wall time"], rows))
+        rows.append([r.id, r.title, seed if seed else "–", conv, st, f"{m['seconds']:.0f} s" if m else "–",
+                     ran_on(m) if m else "–"])
+    L.append(table(["run", "what", "seed", "LS convention", "status", "wall time", "ran on"], rows))
     L.append("")
     L.append("LS conventions: *uniform* spreads ε over all K classes (ε/K each, torch's and torchvision's "
              "`label_smoothing`); *fairseq* spreads it over the K−1 wrong classes (fairseq's "

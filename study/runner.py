@@ -16,34 +16,49 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from lskd_study import study_plan
+from lskd_study import launchers, study_plan
 from lskd_study.commands import Commands
 from lskd_study.records import Records
 from lskd_study.study_plan import fmt_dur
 from lskd_fairseq import console
 
 _print_lock = threading.Lock()
+_EPOCH_RE = re.compile(r"^epoch (\d+)/(\d+)[ :]")
+_RESUMED_RE = re.compile(r"^resumed from .* after epoch (\d+)")
 
 
 class Study(Commands, Records):
     def __init__(self, scale: str, out: str, jobs: Optional[int] = None, tracks=("nmt", "vision"),
                  nmt_work: Optional[str] = None, threads: Optional[int] = None, quiet: bool = False,
                  heartbeat_s: float = 30.0, reuse_vision: Optional[str] = None, seeds: Optional[int] = None,
-                 data_root: Optional[str] = None):
+                 data_root: Optional[str] = None, select: Optional[List[str]] = None,
+                 gpus: Optional[List[str]] = None, slurm: Optional[launchers.SlurmOptions] = None):
+        # what a Slurm job needs to rebuild this study for one in-process run (launchers.run_in_process)
+        self.kwargs = {"scale": scale, "out": os.path.abspath(out), "tracks": tuple(tracks), "nmt_work": nmt_work,
+                       "threads": threads, "quiet": True, "reuse_vision": reuse_vision, "seeds": seeds,
+                       "data_root": data_root, "select": select, "jobs": jobs}
         self.scale_name = scale
         self.scale = study_plan.SCALE_DEFS[scale]
         self.out = os.path.abspath(out)
-        self.jobs = jobs or self.scale.jobs
+        self.gpus = list(gpus or [])
+        self.jobs = len(self.gpus) if self.gpus else (jobs or self.scale.jobs)
         self.tracks = tuple(tracks)
         self.nmt_work = os.path.abspath(nmt_work) if nmt_work else os.path.join(self.out, "nmt")
         ncpu = os.cpu_count() or 1
-        self.threads = threads or max(1, ncpu // self.jobs)
+        self.threads = threads or (slurm.cpus_per_run if slurm else max(1, ncpu // self.jobs))
+        self.repo = study_plan.REPO
         self.quiet = quiet
         self.reuse_vision = os.path.abspath(reuse_vision) if reuse_vision else None
         self.heartbeat_s = heartbeat_s
         self.seeds = list(range(1, (seeds or self.scale.seeds) + 1))
         self.data = study_plan.data_paths(data_root)
         self.runs = study_plan.plan(scale, self.out, self.tracks, seeds=len(self.seeds))
+        if select:
+            self.runs = launchers.select_runs(self.runs, select)
+        if slurm and not jobs:
+            self.jobs = len(self.runs)  # Slurm queues them; a run is submitted once the runs it needs are done
+        self.slurm_opts = slurm
+        self.slurm: Optional[launchers.SlurmLauncher] = None  # made by run(): a dry run writes nothing
         self.n_total = len(self.runs)
         self.index = {r.id: i + 1 for i, r in enumerate(self.runs)}
         self.by_id = {r.id: r for r in self.runs}
@@ -135,17 +150,44 @@ class Study(Commands, Records):
                  f", run left {left_s}, study left ~{fmt_dur(self.study_eta())}")
 
     # ------------------------------------------------------------ execution
-    def _spawn(self, cmd: List[str], logpath: str, track: str, parse_vision: bool, steps: List[str]) -> int:
+    def device(self, wid: str) -> str:
+        """The GPU a job slot runs on (``--gpus``: slot k has the k-th id), or "" (this machine's default)."""
+        return self.gpus[int(wid[1:]) - 1] if self.gpus else ""
+
+    def on_line(self, wid: str, line: str, parse_vision: bool) -> None:
+        """Progress from one line of a run's output: epochs (vision), sub-steps and errors (recipe)."""
+        cur = self.current[wid]
+        if parse_vision:
+            m = _RESUMED_RE.match(line)
+            if m:
+                cur["done0"] = cur["done"] = int(m.group(1))
+                self.log(f"run {self.index[cur['run'].id]}/{self.n_total} {cur['run'].id}: resumed after epoch {m.group(1)}")
+            m = _EPOCH_RE.match(line)
+            if m:
+                cur["done"], cur["total"] = int(m.group(1)), int(m.group(2))
+                cur.setdefault("done0", 0)
+                cur["beat"] = time.time()
+                self.progress(wid)
+        else:
+            m = re.search(r": (run|skip) +(\S+)", line)
+            if m:
+                cur["sub"] = m.group(2) + (" (skipped: done)" if m.group(1) == "skip" else "")
+            if "ERROR" in line:
+                self.log(f"  {cur['run'].id}: {line.strip()}")
+
+    def _spawn(self, cmd: List[str], logpath: str, wid: str, parse_vision: bool, steps: List[str]) -> int:
+        env = self.env()
+        gpu = self.device(wid)
+        if gpu:
+            env["CUDA_VISIBLE_DEVICES"] = gpu  # this slot's GPU alone: runs never share one
         with open(logpath, "a", encoding="utf-8") as lf:
-            lf.write(f"\n$ {' '.join(shlex.quote(c) for c in cmd)}\n")
+            lf.write(f"\n$ {'CUDA_VISIBLE_DEVICES=' + gpu + ' ' if gpu else ''}{' '.join(shlex.quote(c) for c in cmd)}\n")
             lf.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env(),
-                                    text=True, bufsize=1, start_new_session=True, cwd=study_plan.REPO)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                    text=True, bufsize=1, start_new_session=True, cwd=self.repo)
             self.procs.append(proc)
-            cur = self.current[track]
-            epoch_re = re.compile(r"^epoch (\d+)/(\d+)[ :]")
-            resumed_re = re.compile(r"^resumed from .* after epoch (\d+)")
-            last_beat = [time.time()]
+            cur = self.current[wid]
+            cur["beat"] = time.time()
             stop = threading.Event()
 
             def monitor():  # NMT: the recipe writes fairseq's output to its own step logs
@@ -157,11 +199,11 @@ class Study(Commands, Records):
                             if "done0" not in cur:
                                 cur["done0"] = done
                             cur["done"] = done
-                    if time.time() - last_beat[0] >= self.heartbeat_s or (
-                            steps and cur.get("done") != last_done and time.time() - last_beat[0] >= max(10.0, self.heartbeat_s / 2)):
+                    if time.time() - cur["beat"] >= self.heartbeat_s or (
+                            steps and cur.get("done") != last_done and time.time() - cur["beat"] >= max(10.0, self.heartbeat_s / 2)):
                         last_done = cur.get("done")
-                        last_beat[0] = time.time()
-                        self.progress(track)
+                        cur["beat"] = time.time()
+                        self.progress(wid)
 
             mt = threading.Thread(target=monitor, daemon=True)
             mt.start()
@@ -169,23 +211,7 @@ class Study(Commands, Records):
                 for line in proc.stdout:
                     lf.write(line)
                     lf.flush()
-                    if parse_vision:
-                        m = resumed_re.match(line)
-                        if m:
-                            cur["done0"] = cur["done"] = int(m.group(1))
-                            self.log(f"run {self.index[cur['run'].id]}/{self.n_total} {cur['run'].id}: resumed after epoch {m.group(1)}")
-                        m = epoch_re.match(line)
-                        if m:
-                            cur["done"], cur["total"] = int(m.group(1)), int(m.group(2))
-                            cur.setdefault("done0", 0)
-                            last_beat[0] = time.time()
-                            self.progress(track)
-                    else:
-                        m = re.search(r": (run|skip) +(\S+)", line)
-                        if m:
-                            cur["sub"] = m.group(2) + (" (skipped: done)" if m.group(1) == "skip" else "")
-                        if "ERROR" in line:
-                            self.log(f"  {cur['run'].id}: {line.strip()}")
+                    self.on_line(wid, line, parse_vision)
                 rc = proc.wait()
             finally:
                 stop.set()
@@ -220,6 +246,31 @@ class Study(Commands, Records):
         n = self.scale.nmt
         return n.max_update_teacher if step.startswith("teacher") else n.max_update_student
 
+    def command(self, r: study_plan.Run) -> Optional[List[str]]:
+        """The run's command line, or None for the runs done in-process (a data subset, an analysis)."""
+        if r.kind == "vision_train":
+            return self.vision_cmd(r)
+        if r.kind == "vision_cache":
+            return self.vision_cache_cmd(r)
+        if r.kind == "recipe_stage":
+            return self.recipe_cmd(r)
+        if r.kind in ("vision_subset", "analysis"):
+            return None
+        raise ValueError(r.kind)
+
+    def in_process(self, r: study_plan.Run, logpath: str) -> bool:
+        """Run an in-process run here; False when an analysis found models missing (not done)."""
+        if r.kind == "vision_subset":
+            self._vision_subset(r, logpath)
+            return True
+        from lskd_study import collect
+
+        import torch
+
+        torch.set_num_threads(self.threads)
+        fn = collect.vision_stability_all if r.id == "analysis/vision_stability" else collect.nmt_stability_all
+        return bool(fn(self).get("complete", False))
+
     def execute(self, r: study_plan.Run, wid: str = "w1") -> bool:
         i = self.index[r.id]
         if r.kind == "vision_train" and not self.is_done(r.id):
@@ -233,39 +284,24 @@ class Study(Commands, Records):
             self.skipped.append(r.id)
             self.log(f"run {i}/{self.n_total} {r.id}: skip (done: {self.marker(r.id)})")
             return True
-        self.log(f"run {i}/{self.n_total} {r.id}: start [{wid}] - {r.title} (estimated ~{fmt_dur(r.est_s * self.speed())}; "
-                 f"log {os.path.join(self.out, 'logs', r.id.replace('/', '__') + '.log')})")
         logpath = os.path.join(self.out, "logs", r.id.replace("/", "__") + ".log")
-        cur = {"run": r, "t0": time.time(), "total": r.total, "done": None}
+        where = f"GPU {self.device(wid)}" if self.gpus else ("Slurm" if self.slurm else wid)
+        self.log(f"run {i}/{self.n_total} {r.id}: start [{where}] - {r.title} (estimated ~{fmt_dur(r.est_s * self.speed())}; "
+                 f"log {logpath})")
+        cur = {"run": r, "t0": time.time(), "total": r.total, "done": None, "wid": wid}
         self.current[wid] = cur
         self.status[r.id] = "running"
-        ok = True
+        info: Dict = {"launcher": "local", "device": f"GPU {self.device(wid)}" if self.gpus else "local"}
+        complete = True
         try:
-            if r.kind == "vision_subset":
-                self._vision_subset(r, logpath)
-                rc = 0
-            elif r.kind == "vision_train":
-                rc = self._spawn(self.vision_cmd(r), logpath, wid, True, [])
-            elif r.kind == "vision_cache":
-                rc = self._spawn(self.vision_cache_cmd(r), logpath, wid, True, [])
-            elif r.kind == "recipe_stage":
-                rc = self._spawn(self.recipe_cmd(r), logpath, wid, False, r.args.get("steps", []))
-            elif r.kind == "analysis":
-                from lskd_study import collect
-
-                import torch
-
-                torch.set_num_threads(self.threads)
-                fn = collect.vision_stability_all if r.id == "analysis/vision_stability" else collect.nmt_stability_all
-                complete = fn(self).get("complete", False)
-                rc = 0
-                if not complete:
-                    self.log(f"run {i}/{self.n_total} {r.id}: partial (some models are missing); not marked done")
-                    self.status[r.id] = "partial"
-                    self.current.pop(wid, None)
-                    return True
+            cmd = self.command(r)
+            if self.slurm:
+                rc, info = self.slurm.run(r, cmd, logpath, cur, lambda ln: self.on_line(wid, ln, r.kind != "recipe_stage"))
+                complete = info.get("complete", True)
+            elif cmd is None:
+                complete, rc = self.in_process(r, logpath), 0
             else:
-                raise ValueError(r.kind)
+                rc = self._spawn(cmd, logpath, wid, r.kind != "recipe_stage", r.args.get("steps", []))
             ok = rc == 0
         except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
             import traceback
@@ -276,10 +312,16 @@ class Study(Commands, Records):
             except OSError:  # the output folder itself went away: say so on the console
                 self.log(f"run {i}/{self.n_total} {r.id}: {type(e).__name__}: {e}")
             ok = False
-        dt = time.time() - cur["t0"]
         self.current.pop(wid, None)
+        if ok and not complete:
+            self.log(f"run {i}/{self.n_total} {r.id}: partial (some models are missing); not marked done")
+            self.status[r.id] = "partial"
+            return True
+        dt = time.time() - cur["t0"]
         if ok:
-            self.mark_done(r.id, dt, slot=wid)
+            if "start" in info:  # a Slurm job: its own wall time, not the wait in the queue
+                dt = info["end"] - info["start"]
+            self.mark_done(r.id, dt, info, slot=wid)
             self.status[r.id] = "done"
             self.durations[r.id] = dt
             self.est_done += r.est_s
@@ -347,6 +389,8 @@ class Study(Commands, Records):
 
     def run(self) -> int:
         self.make_dirs()
+        if self.slurm_opts:
+            self.slurm = launchers.SlurmLauncher(self, self.slurm_opts, run_in_process)
         self.log(f"lskd-study --scale {self.scale_name}: {self.n_total} runs into {self.out} "
                  f"({self.jobs} run(s) at a time, {self.threads} thread(s) each, {len(self.seeds)} seed(s)); "
                  f"first estimate ~{fmt_dur(self.study_eta())}")
@@ -397,3 +441,13 @@ class Study(Commands, Records):
                     os.killpg(p.pid, signal.SIGTERM)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+
+def run_in_process(study_kwargs: Dict, rid: str, logpath: str) -> Dict:
+    """Inside a Slurm job: one of the study's in-process runs (a data subset, an analysis), on a
+    Study rebuilt from the submitter's settings; what its done-marker records."""
+    st = Study(**study_kwargs)
+    st.make_dirs()
+    start = time.time()
+    complete = st.in_process(st.by_id[rid], logpath)
+    return {"start": start, "end": time.time(), "complete": complete, **launchers.where_am_i()}

@@ -22,12 +22,33 @@ ROWS = [
      r"vision/student_ls_T1_seed2.*--seed 2.*estimated: .* on 2 job slot", False),
     ("report of a study that never ran", ["--scale", "smoke", "--out", "OUT", "--report-only"], 1,
      r"nothing to report: .*OUT does not exist", False),
+    # where the runs go (lskd_study.launchers): refused before anything starts or is submitted
+    ("--gpus on a machine without CUDA", ["--scale", "smoke", "--out", "OUT", "--gpus", "0,1"], 2,
+     r"--gpus 0,1: this machine has no CUDA device .*leave --gpus out to run on the CPU", False),
+    ("--gpus listing one GPU twice", ["--scale", "smoke", "--out", "OUT", "--gpus", "0,1,1"], 2,
+     r"--gpus 0,1,1: GPU 1 listed twice; runs must not share a GPU", False),
+    ("--gpus that is not a list", ["--scale", "smoke", "--out", "OUT", "--gpus", "a,b"], 2,
+     r"--gpus a,b: not a GPU id list", False),
+    ("--gpus with the Slurm launcher", ["--scale", "smoke", "--out", "OUT", "--launcher", "slurm", "--gpus", "2"], 2,
+     r"--gpus is for the local launcher.*use --slurm-gpus-per-run", False),
+    ("a Slurm option without the Slurm launcher", ["--scale", "smoke", "--out", "OUT", "--slurm-partition", "gpu"], 2,
+     r"--slurm-partition needs --launcher slurm", False),
+    ("an sbatch option lskd-study sets itself", ["--scale", "smoke", "--out", "OUT", "--launcher", "slurm",
+                                                 "--slurm-sbatch-args", "--qos=high --time=10"], 2,
+     r"--slurm-sbatch-args: --time is set by lskd-study from --slurm-time; use that instead", False),
+    ("--runs matching no run", ["--scale", "smoke", "--out", "OUT", "--runs", "vision/nosuch*"], 2,
+     r"--runs vision/nosuch\*: no run of this plan matches \(lskd-study --dry-run lists them\)", False),
 ]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
 def test_study_refuses_bad_input(tmp_path, row):
     _, args, rc, pattern, out_may_exist = row
+    if "--gpus" in args and "0,1" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA: the no-CUDA refusal cannot show here")
     out, empty = tmp_path / "OUT", tmp_path / "EMPTY"
     empty.mkdir()
     sub = {"OUT": str(out), "EMPTY": str(empty), "NOWHERE": str(tmp_path / "NOWHERE")}

@@ -131,7 +131,8 @@ def test_documented_command_exists_with_its_options(doc, line):
         return
     cmd = words[0]
     scripts = _console_scripts()
-    opts = [w.split("=")[0] for w in words[1:] if w.startswith("--")]
+    # a quoted word with spaces is a value (--slurm-sbatch-args '--qos=high --account=lab'), not an option
+    opts = [w.split("=")[0] for w in words[1:] if w.startswith("--") and not re.search(r"\s", w)]
     if cmd == "make":
         makefile = open(os.path.join(REPO, "Makefile"), encoding="utf-8").read()
         for target in (w for w in words[1:] if "=" not in w and not w.startswith("-")):

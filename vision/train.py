@@ -22,6 +22,7 @@ carved from the training data), ``metrics.csv`` (one row per epoch) and
 import argparse
 import os
 import random
+import socket
 import sys
 import time
 from typing import Dict, List, Optional
@@ -421,7 +422,11 @@ def run(args) -> Dict:
                "selected_on": "val top1" if "val" in eval_loaders else "last epoch (no validation split)",
                "train_time_s": train_time, "train_last_epoch": {k: v for k, v in history[-1].items()} if history else None,
                "dataset": config["dataset"], "config": config,
-               "precision": precision.name, "memory_format": precision.memory_format}
+               "precision": precision.name, "memory_format": precision.memory_format,
+               # where it ran: the device, and the GPUs its launcher gave it (lskd-study --gpus, Slurm)
+               "ran_on": {"device": str(device), "host": socket.gethostname(),
+                          "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          "slurm_job": os.environ.get("SLURM_JOB_ID")}}
     for k, loader in eval_loaders.items():
         results[k] = evaluate(final, loader, num_classes, device, precision, teacher=teacher, shot_groups=shots, **loss_kw)
     if rank == 0:

@@ -41,7 +41,7 @@ import signal
 import sys
 
 from lskd_fairseq import console, integrity
-from lskd_study import study_plan
+from lskd_study import launchers, study_plan
 from lskd_study.runner import Study
 from lskd_study.study_plan import fmt_dur
 
@@ -71,17 +71,84 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rebuild report.md and figures from what exists (exit 1 when runs are missing)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs, their commands and the estimated time; run and write nothing")
+    p.add_argument("--runs", default=None, metavar="GLOB[,GLOB]",
+                   help="run only the runs whose id matches (e.g. 'vision/student_ls_T1_seed1'), and the runs they "
+                        "need; --dry-run lists the ids")
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between progress lines")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress lines on the terminal (logs/study.log keeps them all); results and errors only")
+    g = p.add_argument_group("where the runs go")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: on this machine, --jobs at a time (default); slurm: one Slurm job per run, "
+                        "through submitit, each submitted when the runs it needs are done")
+    g.add_argument("--gpus", default=None, metavar="IDS|N",
+                   help="local launcher: one run per GPU (CUDA_VISIBLE_DEVICES set to it alone), as many at once "
+                        "as GPUs; a list of ids (0,1,2,3) or a count (4)")
+    g = p.add_argument_group("Slurm (with --launcher slurm)")
+    g.add_argument("--slurm-partition", default=None, help="partition (default: the cluster's default partition)")
+    g.add_argument("--slurm-time", type=int, default=None, metavar="MIN",
+                   help="time limit of each job in minutes (default: twice the run's estimate plus 15)")
+    g.add_argument("--slurm-gpus-per-run", type=int, default=None, metavar="N",
+                   help="GPUs per job (default: 1 at full scale, 0 otherwise)")
+    g.add_argument("--slurm-cpus-per-run", type=int, default=None, metavar="N",
+                   help="CPUs per job, also its threads (default: --threads, else 8 at full scale, 1 otherwise)")
+    g.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB", help="memory per job (default: the cluster's)")
+    g.add_argument("--slurm-sbatch-args", default="", metavar="ARGS",
+                   help="more sbatch options for every job, e.g. '--qos=high --account=lab'")
+    g.add_argument("--slurm-folder", default=None, metavar="DIR",
+                   help="submitit's folder: each job's script, logs and result (default OUT/slurm/jobs)")
     return p
+
+
+def launch_options(args, out: str):
+    """The launcher settings of the command line: (GPU ids, SlurmOptions or None); ValueError
+    with one line naming the problem and the fix. Nothing is submitted or started before this."""
+    slurm_flags = [f"--{k.replace('_', '-')}" for k in ("slurm_partition", "slurm_time", "slurm_gpus_per_run",
+                                                        "slurm_cpus_per_run", "slurm_mem_gb", "slurm_folder")
+                   if getattr(args, k) is not None] + (["--slurm-sbatch-args"] if args.slurm_sbatch_args else [])
+    if args.launcher == "local":
+        if slurm_flags:
+            raise ValueError(f"{slurm_flags[0]} needs --launcher slurm (the runs go to this machine otherwise)")
+        if args.gpus is None:
+            return [], None
+        gpus = launchers.parse_gpus(args.gpus)
+        if args.jobs is not None and args.jobs != len(gpus):
+            raise ValueError(f"--jobs {args.jobs} with --gpus {args.gpus}: one run per GPU, so {len(gpus)} at a time; "
+                             "leave --jobs out")
+        why = launchers.check_gpus(gpus)
+        if why:
+            raise ValueError(why)
+        return gpus, None
+    if args.gpus is not None:
+        raise ValueError("--gpus is for the local launcher; under Slurm each job gets its GPUs from the scheduler: "
+                         "use --slurm-gpus-per-run")
+    for flag, value in (("--slurm-time", args.slurm_time), ("--slurm-cpus-per-run", args.slurm_cpus_per_run)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.slurm_gpus_per_run is not None and args.slurm_gpus_per_run < 0:
+        raise ValueError(f"--slurm-gpus-per-run must be 0 or more, got {args.slurm_gpus_per_run}")
+    full = args.scale == "full"
+    opts = launchers.SlurmOptions(
+        folder=args.slurm_folder or os.path.join(out, "slurm", "jobs"), partition=args.slurm_partition,
+        time_min=args.slurm_time,
+        gpus_per_run=args.slurm_gpus_per_run if args.slurm_gpus_per_run is not None else (1 if full else 0),
+        cpus_per_run=args.slurm_cpus_per_run or args.threads or (8 if full else 1), mem_gb=args.slurm_mem_gb,
+        sbatch=launchers.parse_sbatch_args(args.slurm_sbatch_args))
+    if not args.dry_run:
+        why = launchers.check_slurm(args.slurm_partition)
+        if why:
+            raise ValueError(why)
+    return [], opts
 
 
 def dry_run(st: Study) -> int:
     for r in st.runs:
-        cmd = st.vision_cmd(r) if r.kind == "vision_train" else st.recipe_cmd(r) if r.kind == "recipe_stage" \
-            else ["(in-process)"]
+        cmd = st.command(r) or ["(in-process)"]
         done = " [done]" if st.is_done(r.id) else ""
+        if st.slurm_opts:
+            o = st.slurm_opts
+            done += (f" [Slurm job: {launchers.time_limit(o, r.est_s)} min, {o.cpus_per_run} CPU(s), "
+                     f"{o.gpus_per_run} GPU(s)]")
         deps = f" (after {', '.join(r.deps)})" if r.deps else ""
         console.result(f"{st.index[r.id]:>2}/{st.n_total} {r.id}{done}: {r.title}{deps}\n      "
               f"{' '.join(shlex.quote(c) for c in cmd)}")
@@ -125,8 +192,15 @@ def main(argv=None) -> int:
             console.error("lskd-study", str(e))
             return 2
     tracks = (args.only,) if args.only else ("nmt", "vision")
-    st = Study(args.scale, out, jobs=args.jobs, tracks=tracks, nmt_work=args.nmt_work, threads=args.threads,
-               heartbeat_s=args.heartbeat, reuse_vision=args.reuse_vision, seeds=args.seeds, data_root=args.data)
+    select = [g for g in (args.runs or "").split(",") if g.strip()] or None
+    try:
+        gpus, slurm = launch_options(args, os.path.abspath(out))
+        st = Study(args.scale, out, jobs=args.jobs, tracks=tracks, nmt_work=args.nmt_work, threads=args.threads,
+                   heartbeat_s=args.heartbeat, reuse_vision=args.reuse_vision, seeds=args.seeds, data_root=args.data,
+                   select=select, gpus=gpus, slurm=slurm)
+    except ValueError as e:
+        console.error("lskd-study", str(e))
+        return 2
     if args.dry_run:
         return dry_run(st)
     if args.report_only:
@@ -146,7 +220,11 @@ def main(argv=None) -> int:
         return st.run()
     except KeyboardInterrupt:
         st.kill()
-        st.log("interrupted: finished runs keep their markers; run the same command again to resume")
+        if st.slurm:
+            st.log("interrupted: the submitted Slurm jobs go on; run the same command again to follow them "
+                   "(nothing is submitted twice)")
+        else:
+            st.log("interrupted: finished runs keep their markers; run the same command again to resume")
         return 130
 
 
