@@ -41,7 +41,7 @@ def header(study, L: List[str]) -> None:
     L.append(f"# lskd study report: does a label-smoothed teacher distill worse? (scale `{study.scale_name}`)")
     L.append("")
     L.append(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `lskd-study --scale "
-             f"{study.scale_name} --seeds {len(study.seeds)}` into `{study.out}`. Paper: {paper_numbers.PAPER}; "
+             f"{study.scale_name} --seeds {study.base_seeds}` into `{study.out}`. Paper: {paper_numbers.PAPER}; "
              "published numbers transcribed in `study/paper_numbers.py`.")
     L.append("")
     if study.scale_name == "smoke":

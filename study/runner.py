@@ -50,9 +50,10 @@ class Study(Commands, Records):
         self.quiet = quiet
         self.reuse_vision = os.path.abspath(reuse_vision) if reuse_vision else None
         self.heartbeat_s = heartbeat_s
-        self.seeds = list(range(1, (seeds or self.scale.seeds) + 1))
+        self.base_seeds = seeds or self.scale.seeds  # every student; the vision T=1 pair may have more
+        self.seeds = list(range(1, self.scale.vision_seed_count(self.base_seeds) + 1))
         self.data = study_plan.data_paths(data_root)
-        self.runs = study_plan.plan(scale, self.out, self.tracks, seeds=len(self.seeds))
+        self.runs = study_plan.plan(scale, self.out, self.tracks, seeds=self.base_seeds)
         if select:
             self.runs = launchers.select_runs(self.runs, select)
         if slurm and not jobs:
@@ -75,6 +76,10 @@ class Study(Commands, Records):
         self.t0 = time.time()
         self._dirs_made = False
         self._damage: Dict[str, Optional[str]] = {}  # run -> why its marker does not count (records.damage)
+
+    def seeds_text(self) -> str:
+        extra = f", the vision T=1 pair {len(self.seeds)}" if len(self.seeds) > self.base_seeds else ""
+        return f"{self.base_seeds} seed(s){extra}"
 
     def make_dirs(self) -> None:
         """The output folders (not made by the constructor: a dry run writes nothing)."""
@@ -392,7 +397,7 @@ class Study(Commands, Records):
         if self.slurm_opts:
             self.slurm = launchers.SlurmLauncher(self, self.slurm_opts, run_in_process)
         self.log(f"lskd-study --scale {self.scale_name}: {self.n_total} runs into {self.out} "
-                 f"({self.jobs} run(s) at a time, {self.threads} thread(s) each, {len(self.seeds)} seed(s)); "
+                 f"({self.jobs} run(s) at a time, {self.threads} thread(s) each, {self.seeds_text()}); "
                  f"first estimate ~{fmt_dur(self.study_eta())}")
         self.log(self.scale.note)
         self.log(study_plan.plan_time_line(self.scale_name, self.runs, self.jobs))

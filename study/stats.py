@@ -195,10 +195,15 @@ def seeds_needed(iv: Interval, bound: float, one_sided: bool = True, max_n: int 
     None when the mean sits on the bound or no sd was measured."""
     if not iv.has_interval or iv.sd == 0 or iv.mean == bound:
         return None
-    gap = abs(iv.mean - bound)
+    return seeds_for_half_width(iv.sd, abs(iv.mean - bound), one_sided, max_n)
+
+
+def seeds_for_half_width(sd: float, half_width: float, one_sided: bool = False, max_n: int = 500) -> Optional[int]:
+    """The fewest seeds n whose 95% Student-t interval of a mean at standard deviation ``sd`` is
+    narrower than ``half_width`` on each side (t(0.975, n-1) * sd / sqrt(n); one-sided: t(0.95)),
+    or None beyond ``max_n``."""
     for n in range(2, max_n + 1):
-        t = t_ppf(0.95 if one_sided else 0.975, n - 1)
-        if t * iv.sd / math.sqrt(n) < gap:
+        if t_ppf(0.95 if one_sided else 0.975, n - 1) * sd / math.sqrt(n) < half_width:
             return n
     return None
 

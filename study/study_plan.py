@@ -31,6 +31,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from lskd_study.stats import seeds_for_half_width
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "multi30k", "run.sh")
 
@@ -50,22 +52,28 @@ def data_paths(root: Optional[str] = None) -> Dict[str, str]:
 # One-thread CPU throughput of lskd-vision-train end to end (images a second: batch 128, CIFAR-10
 # augmentation, images decoded once into RAM, validation excluded) with two such runs side by side on
 # the 2-core machine, per precision, and the cost of a teacher's forward pass per image (a cache, or
-# an online KD student). Measured 6 Dec 2026 (AVX-512 with avx512_bf16, no AMX; see
-# docs/benchmarks.md): the estimates of the cpu scale. The report replaces them by measured times.
+# an online KD student): the estimates of the cpu scale. The report replaces them by measured times.
+# float32: measured 6 Dec 2026 (docs/benchmarks.md). bfloat16 (AVX-512 with avx512_bf16, no AMX):
+# calibrated 7 Dec from the run records of the 6 Dec study (docs/studies/2026-12-06/done: ResNet-20
+# teachers 1,385 s for 10 epochs of 45,000 images, ResNet-8 students 61 s for 6 epochs of 10,000,
+# ResNet-20 caches 44 s for 60,000 views; the bare-step figures of 6 Dec, 300 and 750 images/s and
+# 0.9 ms a view, had put them at 1,650, 108 and 69 s).
 TRAIN_IMG_PER_S = {
-    "bfloat16": {"resnet20": 300.0, "resnet8": 750.0},
+    "bfloat16": {"resnet20": 350.0, "resnet8": 1500.0},
     "float32": {"resnet20": 150.0, "resnet8": 380.0},
 }
 FORWARD_S_PER_IMG = {
-    "bfloat16": {"resnet20": 0.0009, "resnet8": 0.0004},
+    "bfloat16": {"resnet20": 0.0005, "resnet8": 0.0002},
     "float32": {"resnet20": 0.0021, "resnet8": 0.0009},
 }
 # fairseq-train updates a second of the Multi30k recipe's cpu teacher (3+3 layers, d=128, 2048 tokens)
-# and student (2+2, d=64, 1024 tokens), one thread, beside other work; measured 6 Dec 2026 (teacher:
-# 1.98 updates/s in float32; fairseq's whole-model --bf16 measured 0.92x float32 for this shape on an
-# AVX512-BF16 CPU without AMX, so the recipe's BF16=auto keeps float32 there: the NMT track runs in
-# float32 unless the CPU has AMX)
-NMT_UPDATES_PER_S = {"teacher": 2.0, "student": 7.0}
+# and student (2+2, d=64, 1024 tokens), one thread, beside other work. fairseq's whole-model --bf16
+# measured 0.92x float32 for this shape on an AVX512-BF16 CPU without AMX, so the recipe's BF16=auto
+# keeps float32 there: the NMT track runs in float32 unless the CPU has AMX. Calibrated 7 Dec from the
+# 6 Dec study's run records (teachers 1,251 and 1,315 s for 1,600 updates with validation, beside a
+# vision run: 1.4 updates/s with the 1.15 validation allowance; students ~110 s for 600 updates); a
+# bare float32 teacher step on an idle machine did 1.98 updates/s (6 Dec).
+NMT_UPDATES_PER_S = {"teacher": 1.4, "student": 6.0}
 CIFAR10_TRAIN_PER_CLASS = 5000
 CIFAR10_CLASSES = 10
 
@@ -121,6 +129,13 @@ def amp_args(extra: List[str]) -> List[str]:
 
 
 SCALES = ("smoke", "cpu", "full")
+# The seed-to-seed SD of the paired T=1 difference (LS-teacher student minus no-LS-teacher student,
+# top-1 points) measured by the 6 Dec cpu study: 3 seeds, 95% CI [-2.60, +1.00] (half-width 1.80 =
+# t(0.975, 2) * SD / sqrt(3)); docs/studies/2026-12-06/report.md. With the non-inferiority margin
+# (verdicts.VISION_MARGIN, 0.5 points; a test holds them equal) it sets how many seeds the cpu
+# scale gives the T=1 pair.
+T1_PAIRED_SD = 0.725
+T1_MARGIN = 0.5
 # the cpu scale's training lengths (chosen from the speeds above to fit BUDGET_S; see the cpu note)
 CPU_TEACHER_EPOCHS = 10
 CPU_STUDENT_EPOCHS = 6
@@ -195,6 +210,13 @@ class Scale:
     seeds: int = 3  # every student is trained once per seed (1..seeds); teachers once
     # the NMT track's students use the first nmt_seeds of those seeds (0: all of them)
     nmt_seeds: int = 0
+    # the vision T=1 pair (both teachers' students at T=1 and their caches), the paper's Table 2
+    # comparison, is trained for seeds 1..max(seeds, t1_seeds): more seeds where the verdict needs them
+    t1_seeds: int = 0
+
+    def vision_seed_count(self, seeds: int) -> int:
+        """Seeds of the vision T=1 pair when the other students have ``seeds``."""
+        return max(seeds, self.t1_seeds)
 
     def nmt_seed_list(self, seeds: List[int]) -> List[int]:
         return list(seeds[: self.nmt_seeds]) if self.nmt_seeds else list(seeds)
@@ -249,6 +271,9 @@ SCALE_DEFS: Dict[str, Scale] = {
         jobs=2,
         seeds=3,
         nmt_seeds=2,
+        # the T=1 pair's seeds: the fewest whose 95% interval is narrower than the margin at the
+        # measured seed variance (T1_PAIRED_SD): 11 (10 would give +-0.52)
+        t1_seeds=seeds_for_half_width(T1_PAIRED_SD, T1_MARGIN) or 3,
         note=(
             "cpu scale, sized to finish within 2 hours on the 2-core machine "
             f"({'bfloat16 autocast + channels_last' if PRECISION == 'bfloat16' else 'float32'}): Multi30k "
@@ -258,8 +283,8 @@ SCALE_DEFS: Dict[str, Scale] = {
             f"carve) for {CPU_TEACHER_EPOCHS} epochs and ResNet-8 students on 1,000 images a class for "
             f"{CPU_STUDENT_EPOCHS} epochs at T = 1 and 4, plus the long-tailed arm (CIFAR-10-LT, "
             "imbalance 100: teachers and T=1 students). KD students read teacher caches. Teachers are "
-            "trained once per setting; vision students once per seed (3), NMT students for the first 2 "
-            "seeds, paired by seed. Far below the paper's settings."
+            "trained once per setting; vision students once per seed (3; the T=1 pair 11), NMT students for "
+            "the first 2 seeds, paired by seed. Far below the paper's settings."
         ),
     ),
     "full": Scale(
@@ -379,6 +404,15 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                             total=v.student_epochs, deps=[f"vision/{teacher}"]))
         return [rid]
 
+    def student_run(name: str, t: float, seed: int) -> Run:
+        base = f"student_{name[len('teacher_'):]}_{t_tag(t)}"
+        return Run(f"vision/{seed_name(base, seed)}", "vision", "vision_train",
+                   f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}, seed {seed}",
+                   v.est_student_s,
+                   {"arch": v.student_arch, "epochs": v.student_epochs, "label_smoothing": 0.0,
+                    "teacher": name, "kd_temperature": t, "role": "student", "seed": seed},
+                   total=v.student_epochs, deps=cache_dep(name, seed))
+
     made: set = set()
     for seed in seeds:
         runs.append(Run(f"vision/{seed_name('student_nokd', seed)}", "vision", "vision_train",
@@ -389,13 +423,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                         total=v.student_epochs, deps=list(data_dep)))
         for t in v.temperatures:
             for name, _ in teachers:
-                base = f"student_{name[len('teacher_'):]}_{t_tag(t)}"
-                runs.append(Run(f"vision/{seed_name(base, seed)}", "vision", "vision_train",
-                                f"CIFAR-10 student {v.student_arch} <- {name}, KD alpha 1, T={t:g}, seed {seed}",
-                                v.est_student_s,
-                                {"arch": v.student_arch, "epochs": v.student_epochs, "label_smoothing": 0.0,
-                                 "teacher": name, "kd_temperature": t, "role": "student", "seed": seed},
-                                total=v.student_epochs, deps=cache_dep(name, seed)))
+                runs.append(student_run(name, t, seed))
         if lt:
             for name, _ in teachers:
                 base = f"lt_student_{name[len('teacher_'):]}_T1"
@@ -406,6 +434,9 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                                  "teacher": f"lt_{name}", "kd_temperature": 1.0, "imbalance_factor": f, "role": "student",
                                  "seed": seed},
                                 total=v.student_epochs, deps=cache_dep(f"lt_{name}", seed, f)))
+    for seed in range(seeds[-1] + 1, scale.vision_seed_count(len(seeds)) + 1):  # extra seeds: the T=1 pair only
+        for name, _ in teachers:
+            runs.append(student_run(name, 1.0, seed))
     return runs
 
 
@@ -509,7 +540,7 @@ def plan(scale_name: str, work: str, tracks=("nmt", "vision"), seeds: Optional[i
         n_models = sum(1 for r in runs if r.kind == "vision_train")
         runs.append(Run("analysis/vision_stability", "analysis", "analysis",
                         "1-S, ECE, class-mean softmax and penultimate features of every CIFAR-10 model",
-                        2 * n_models if scale_name == "smoke" else 15 * n_models,
+                        2 * n_models if scale_name == "smoke" else 8 * n_models,  # 6 Dec: 238 s, 31 models
                         deps=[r.id for r in runs if r.kind == "vision_train"], soft=True, unit="model"))
     if "nmt" in tracks:
         runs.append(Run("analysis/nmt_stability", "analysis", "analysis",

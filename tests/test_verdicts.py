@@ -390,7 +390,20 @@ def test_students_of_one_seed_are_paired_and_teachers_trained_once(tmp_path):
     teachers = sorted(r.id for r in st.runs if "teacher" in r.id and r.kind == "vision_train")
     assert teachers == ["vision/lt_teacher_ls", "vision/lt_teacher_nols", "vision/teacher_ls",
                         "vision/teacher_nols"]  # once per setting and data arm
-    assert sum(1 for r in st.runs if r.id.startswith("vision/student_ls_T1_seed")) == 3
+    # the T=1 pair gets the seeds its verdict needs at the measured seed variance; the other arms keep 3
+    from lskd_study import stats, verdicts
+
+    n_t1 = st.scale.t1_seeds
+    assert study_plan.T1_MARGIN == verdicts.VISION_MARGIN
+    assert stats.t_ppf(0.975, n_t1 - 1) * study_plan.T1_PAIRED_SD / n_t1 ** 0.5 < study_plan.T1_MARGIN
+    assert stats.t_ppf(0.975, n_t1 - 2) * study_plan.T1_PAIRED_SD / (n_t1 - 1) ** 0.5 >= study_plan.T1_MARGIN
+    assert st.seeds == list(range(1, n_t1 + 1)) and st.base_seeds == 3 and n_t1 > 3
+    for name in ("student_ls_T1", "student_nols_T1", "cache_teacher_ls", "cache_teacher_nols"):
+        assert [s for s in st.seeds if f"vision/{name}_seed{s}" in by] == st.seeds, name
+    for name in ("student_nokd", "student_ls_T4", "lt_student_ls_T1", "cache_lt_teacher_ls"):
+        assert [s for s in st.seeds if f"vision/{name}_seed{s}" in by] == [1, 2, 3], name
+    extra = by[f"vision/student_nols_T1_seed{n_t1}"]
+    assert extra.deps == [f"vision/cache_teacher_nols_seed{n_t1}"] and extra.args["seed"] == n_t1
     full = Study("full", str(tmp_path / "full"), seeds=3)  # a scale with the long-tailed arm
     fby = {r.id: r for r in full.runs}
     lt = full.vision_cmd(fby["vision/lt_teacher_ls"])
