@@ -213,26 +213,46 @@ class SlurmLauncher:
             atomic_write_json(self.record_path, self.jobs, indent=1)
 
     def _state(self, job_id: str, force: bool = False) -> str:
-        return self.watcher.get_state(job_id, mode="force" if force else "standard").split()[0].upper()
+        """The job's state from sacct (through submitit's watcher); a job sacct does not list yet
+        (slurmdbd is written asynchronously, seconds behind under load) is asked of the controller."""
+        state = self.watcher.get_state(job_id, mode="force" if force else "standard").split()[0].upper()
+        if state == "UNKNOWN":
+            rc, text = _slurm_answer(["squeue", "-h", "-j", str(job_id), "-o", "%T"])
+            if rc == 0 and text.split():
+                state = text.split()[0].upper()
+        return state
+
+    def _known_state(self, job) -> str:
+        """The state of a job of an earlier invocation, waiting up to a minute while neither the
+        accounting nor the controller lists it (a job just submitted, or just ended)."""
+        deadline = time.time() + 60
+        state = self._state(job.job_id, force=True)
+        while state == "UNKNOWN" and not job.paths.result_pickle.exists() and time.time() < deadline:
+            time.sleep(2)
+            state = self._state(job.job_id, force=True)
+        return "COMPLETED" if state == "UNKNOWN" and job.paths.result_pickle.exists() else state
 
     def _by_name(self, rid: str) -> List[Tuple[str, str]]:
         """Jobs of this run that Slurm knows by name (a submission the record missed: the
         submitter stopped between sbatch and writing jobs.json)."""
-        rc, text = _slurm_answer(["sacct", "-n", "-X", "-P", f"--name={self.job_name(rid)}",
-                                  "--starttime=now-30days", "-o", "JobID,State"])
-        if rc != 0:
-            return []
-        return [tuple(ln.split("|")[:2]) for ln in text.splitlines() if "|" in ln]
+        found = []
+        for cmd in (["squeue", "-h", f"--name={self.job_name(rid)}", "-o", "%i|%T"],  # the controller: live jobs
+                    ["sacct", "-n", "-X", "-P", f"--name={self.job_name(rid)}", "--starttime=now-30days",
+                     "-o", "JobID,State"]):
+            rc, text = _slurm_answer(cmd)
+            if rc == 0:
+                found += [tuple(ln.split("|")[:2]) for ln in text.splitlines() if "|" in ln]
+        return list(dict.fromkeys(found))
 
     def existing(self, rid: str) -> Optional[str]:
         """A job of an earlier invocation to wait for instead of submitting: one still pending or
         running, or one that finished well while no submitter was watching; None otherwise (a
         failed, cancelled or preempted job is resubmitted)."""
         known = [j["job_id"] for j in self.jobs.get(rid, [])]
-        candidates = list(reversed(known)) + [jid for jid, _ in self._by_name(rid) if jid not in known]
+        candidates = list(dict.fromkeys(list(reversed(known)) + [jid for jid, _ in self._by_name(rid) if jid not in known]))
         for jid in candidates:
-            state = self._state(jid, force=True)
             job = self._job(jid)
+            state = self._known_state(job)
             if state in ACTIVE or (state == "COMPLETED" and job.paths.result_pickle.exists()):
                 if jid not in known:
                     self._record(rid, jid, "found by name")
