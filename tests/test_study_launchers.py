@@ -194,3 +194,20 @@ def test_slurm_bad_input_is_one_line_and_submits_nothing(tmp_path, slurm_cluster
     assert re.search(r"--launcher slurm: Slurm does not answer \(sinfo: .*\); is slurmctld running\?", text), text
     assert not out.exists()
     assert len(_sacct("-o", "JobID")) == before  # nothing submitted
+
+
+def test_slurm_state_of_a_job_sacct_does_not_list_yet(tmp_path, slurm_cluster):
+    """A job just submitted is in the controller (squeue) before slurmdbd has it (sacct lists it
+    seconds later under load): the launcher must see it PENDING or RUNNING, not ended. (Taking it
+    for ended made a restarted submitter submit a job twice, once, in CI.)"""
+    from lskd_study import launchers
+    from lskd_study.runner import Study
+
+    st = Study("smoke", str(tmp_path / "out"), tracks=("vision",), quiet=True)
+    sl = launchers.SlurmLauncher(st, launchers.SlurmOptions(folder=str(tmp_path / "jobs")), in_process=None)
+    jid = subprocess.run(["sbatch", "--parsable", "--job-name=lskd.lagtest", "-o", "/dev/null", "--wrap", "sleep 5"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    try:
+        assert sl._state(jid, force=True) in launchers.ACTIVE
+    finally:
+        subprocess.run(["scancel", jid], timeout=60)

@@ -22,6 +22,9 @@ Usage::
     lskd-study --scale smoke   # < 10 min on 2 CPU cores: plumbing check (CI)
     lskd-study --scale cpu     # 2 CPU cores; --dry-run prints the estimated time
     lskd-study --scale full    # the paper's model sizes and schedules; a GPU machine
+    lskd-study --scale full --gpus 0,1,2,3                 # one run per GPU, four at a time
+    lskd-study --scale full --launcher slurm --slurm-partition gpu --slurm-gpus-per-run 1
+                                                           # one Slurm job per run (submitit)
 
 Data: CIFAR-10 (``DATA/cifar10/cifar10_jpg.tar.gz``) and Multi30k (``DATA/multi30k``)
 under ``--data DATA``; without it, under ``$LSKD_SHARED_DATA``, else under
