@@ -57,13 +57,17 @@ def data_paths(root: Optional[str] = None) -> Dict[str, str]:
 # calibrated 7 Dec from the run records of the 6 Dec study (docs/studies/2026-12-06/done: ResNet-20
 # teachers 1,385 s for 10 epochs of 45,000 images, ResNet-8 students 61 s for 6 epochs of 10,000,
 # ResNet-20 caches 44 s for 60,000 views; the bare-step figures of 6 Dec, 300 and 750 images/s and
-# 0.9 ms a view, had put them at 1,650, 108 and 69 s).
+# 0.9 ms a view, had put them at 1,650, 108 and 69 s). Recalibrated again from the 7 Dec study's
+# records (docs/studies/2026-12-07/done), which ran on an otherwise idle machine: ResNet-20 teachers
+# 975-1,003 s for 10 epochs of 45,000 images (with the 1.1 allowance for evaluation: ~500 images/s),
+# ResNet-8 students 55 s for 6 epochs of 10,000 (~1,850), caches 38-40 s for 60,000 views (0.4 ms);
+# the 6 Dec figures had put the 7 Dec plan at 1h45m for a study that took 1h18m.
 TRAIN_IMG_PER_S = {
-    "bfloat16": {"resnet20": 350.0, "resnet8": 1500.0},
+    "bfloat16": {"resnet20": 500.0, "resnet8": 1850.0},
     "float32": {"resnet20": 150.0, "resnet8": 380.0},
 }
 FORWARD_S_PER_IMG = {
-    "bfloat16": {"resnet20": 0.0005, "resnet8": 0.0002},
+    "bfloat16": {"resnet20": 0.0004, "resnet8": 0.00015},
     "float32": {"resnet20": 0.0021, "resnet8": 0.0009},
 }
 # fairseq-train updates a second of the Multi30k recipe's cpu teacher (3+3 layers, d=128, 2048 tokens)
@@ -72,8 +76,10 @@ FORWARD_S_PER_IMG = {
 # keeps float32 there: the NMT track runs in float32 unless the CPU has AMX. Calibrated 7 Dec from the
 # 6 Dec study's run records (teachers 1,251 and 1,315 s for 1,600 updates with validation, beside a
 # vision run: 1.4 updates/s with the 1.15 validation allowance; students ~110 s for 600 updates); a
-# bare float32 teacher step on an idle machine did 1.98 updates/s (6 Dec).
-NMT_UPDATES_PER_S = {"teacher": 1.4, "student": 6.0}
+# bare float32 teacher step on an idle machine did 1.98 updates/s (6 Dec). 7 Dec study (idle machine):
+# teachers 825 and 838 s for 1,600 updates (2.2 updates/s with the allowance), students 79 s for 600
+# (~9 updates/s with the 15 s start-up).
+NMT_UPDATES_PER_S = {"teacher": 2.2, "student": 9.0}
 CIFAR10_TRAIN_PER_CLASS = 5000
 CIFAR10_CLASSES = 10
 
@@ -136,10 +142,13 @@ SCALES = ("smoke", "cpu", "full")
 # scale gives the T=1 pair.
 T1_PAIRED_SD = 0.725
 T1_MARGIN = 0.5
-# the cpu scale's training lengths (chosen from the speeds above to fit BUDGET_S; see the cpu note)
-CPU_TEACHER_EPOCHS = 10
+# the cpu scale's training lengths (chosen from the speeds above to fit BUDGET_S; see the cpu note).
+# 7 Dec: the 10-epoch / 1,600-update teachers finished in 1h18m and missed their targets (82.7-82.8%,
+# 28.7-28.9 BLEU; docs/studies/2026-12-07), so the 40 minutes left in the budget go to the teachers:
+# 18 epochs and 2,000 updates, estimated at 1h40m on 2 slots with the 7 Dec speeds.
+CPU_TEACHER_EPOCHS = 18
 CPU_STUDENT_EPOCHS = 6
-CPU_NMT_TEACHER_UPDATES = 1600
+CPU_NMT_TEACHER_UPDATES = 2000
 CPU_NMT_STUDENT_UPDATES = 600
 
 
@@ -244,7 +253,7 @@ SCALE_DEFS: Dict[str, Scale] = {
     "cpu": Scale(
         name="cpu",
         vision=VisionScale(
-            # sized to the 2-hour budget on 2 cores from the speeds measured on 6 Dec (see the note):
+            # sized to the 2-hour budget on 2 cores from the speeds measured on 7 Dec (see the note):
             # teachers on the whole training set less the seeded 10% validation carve (45,000 images),
             # CPU_TEACHER_EPOCHS epochs of SGD with Nesterov momentum 0.9, weight decay 5e-4, one warm-up
             # epoch and a cosine schedule; students: ResNet-8 on 1,000 images a class, reading the
@@ -261,11 +270,11 @@ SCALE_DEFS: Dict[str, Scale] = {
         ),
         # teachers: the recipe's cpu models, early-stopped on validation BLEU (patience 5 epochs), at
         # most CPU_NMT_TEACHER_UPDATES updates of 2048 tokens (what the budget holds at ~2 updates/s:
-        # ~5.5 epochs, short of convergence); students: CPU_NMT_STUDENT_UPDATES updates
+        # ~6.8 epochs, short of convergence); students: CPU_NMT_STUDENT_UPDATES updates
         nmt=NmtScale("cpu", CPU_NMT_TEACHER_UPDATES, CPU_NMT_STUDENT_UPDATES,
                      est_teacher_s=CPU_NMT_TEACHER_UPDATES / NMT_UPDATES_PER_S["teacher"] * 1.15,
-                     est_student_s=CPU_NMT_STUDENT_UPDATES / NMT_UPDATES_PER_S["student"] + 15, est_other_s=90,
-                     est_distill_s=150, est_eval_s=25, est_cache_s=150, kd_sweep_temperatures=[4],
+                     est_student_s=CPU_NMT_STUDENT_UPDATES / NMT_UPDATES_PER_S["student"] + 15, est_other_s=40,
+                     est_distill_s=75, est_eval_s=12, est_cache_s=150, kd_sweep_temperatures=[4],
                      recipe_options={"MAX_UPDATE_TEACHER": str(CPU_NMT_TEACHER_UPDATES),
                                      "MAX_UPDATE_STUDENT": str(CPU_NMT_STUDENT_UPDATES), "BF16": "auto"}),
         jobs=2,
@@ -377,9 +386,12 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                         total=v.teacher_epochs, deps=list(data_dep)))
     f = v.long_tail_imbalance
     lt = bool(f and f > 1)
-    # the long-tailed copy's share of the teacher's training images, for the estimates
+    # the long-tailed copy's size against a balanced teacher's and a balanced student's training
+    # images, for the estimates (a long-tailed student trains on the whole long-tailed copy)
     share = (long_tail_images(scale) / (CIFAR10_CLASSES * CIFAR10_TRAIN_PER_CLASS * (1 - v.val_fraction))
              if lt else 0.0)
+    student_images = CIFAR10_CLASSES * (v.student_train_per_class or CIFAR10_TRAIN_PER_CLASS * (1 - v.val_fraction))
+    student_share = long_tail_images(scale) / student_images if lt else 0.0
     if lt:
         for name, ls in teachers:
             runs.append(Run(f"vision/lt_{name}", "vision", "vision_train",
@@ -400,7 +412,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                 args["imbalance_factor"] = imbalance
             runs.append(Run(rid, "vision", "vision_cache",
                             f"soft-label cache of {teacher} for seed {seed}'s students ({v.student_epochs} epochs of views)",
-                            v.est_cache_s * (share * 1.2 if imbalance else 1.0), args,
+                            v.est_cache_s * (student_share if imbalance else 1.0), args,
                             total=v.student_epochs, deps=[f"vision/{teacher}"]))
         return [rid]
 
@@ -429,7 +441,7 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
                 base = f"lt_student_{name[len('teacher_'):]}_T1"
                 runs.append(Run(f"vision/{seed_name(base, seed)}", "vision", "vision_train",
                                 f"long-tailed CIFAR-10 student {v.student_arch} <- lt_{name}, KD alpha 1, T=1, "
-                                f"seed {seed}", v.est_student_s * share * 1.2,
+                                f"seed {seed}", v.est_student_s * student_share,
                                 {"arch": v.student_arch, "epochs": v.student_epochs, "label_smoothing": 0.0,
                                  "teacher": f"lt_{name}", "kd_temperature": 1.0, "imbalance_factor": f, "role": "student",
                                  "seed": seed},
@@ -545,7 +557,7 @@ def plan(scale_name: str, work: str, tracks=("nmt", "vision"), seeds: Optional[i
     if "nmt" in tracks:
         runs.append(Run("analysis/nmt_stability", "analysis", "analysis",
                         "token-level 1-S and ECE of the NMT teachers and the first seed's word-KD students",
-                        20 if scale_name == "smoke" else 240,
+                        20 if scale_name == "smoke" else 40,  # 7 Dec: 23 s
                         deps=["nmt/teacher_ls", "nmt/teacher_nols", seed_name("nmt/student_wordkd", seed_list[0])],
                         soft=True, unit="model"))
     return runs

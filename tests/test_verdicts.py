@@ -7,6 +7,8 @@ accounts of time, and a report that is not written when no model finished."""
 import json
 import math
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -430,3 +432,31 @@ def test_students_of_one_seed_are_paired_and_teachers_trained_once(tmp_path):
     assert "nmt/teacher_cache" in by["nmt/student_wordkd_seed2"].deps
     assert st.recipe_cmd(by["nmt/teacher_cache"])[st.recipe_cmd(by["nmt/teacher_cache"]).index("--stage") + 1] == "teacher_cache"
     assert study_plan.recipe_name("student_nokd", 3) == "student_nokd_s3"
+
+
+def test_cpu_plan_fits_its_budget_in_bf16_and_says_so_in_float32():
+    """The cpu scale is sized from measured speeds to finish within study_plan.BUDGET_S on 2 slots in
+    bfloat16; at float32 speeds the plan says before it starts that it will take longer. A long-tailed
+    student or cache is estimated from its own training images (the whole long-tailed copy, ~12,400,
+    against 10,000 for a balanced student), not from the teacher's share."""
+    code = ("from lskd_study import study_plan as sp\n"
+            "r = sp.plan('cpu', '/nonexistent', seeds=3)\n"
+            "by = {x.id: x for x in r}\n"
+            "lt = sp.long_tail_images(sp.SCALE_DEFS['cpu'])\n"
+            "ratio = by['vision/lt_student_ls_T1_seed1'].est_s / by['vision/student_ls_T1_seed1'].est_s\n"
+            "assert abs(ratio - lt / 10000) < 1e-9, ratio\n"
+            "ratio = by['vision/cache_lt_teacher_ls_seed1'].est_s / by['vision/cache_teacher_ls_seed1'].est_s\n"
+            "assert abs(ratio - lt / 10000) < 1e-9, ratio\n"
+            "print(sp.estimate_makespan(r, 2), sp.BUDGET_S)\n"
+            "print(sp.plan_time_line('cpu', r, 2))\n")
+    out = {}
+    for prec in ("bfloat16", "float32"):
+        env = dict(os.environ, LSKD_STUDY_PRECISION=prec)
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        span, budget = map(float, res.stdout.splitlines()[0].split())
+        out[prec] = (span, budget, res.stdout.splitlines()[1])
+    span, budget, line = out["bfloat16"]
+    assert span <= budget and "LONGER" not in line, line
+    span, budget, line = out["float32"]
+    assert span > budget and "LONGER than the 2 h" in line and "this CPU runs float32" in line, line
