@@ -388,10 +388,10 @@ def vision_runs(scale: Scale, work: str, seeds: List[int]) -> List[Run]:
     lt = bool(f and f > 1)
     # the long-tailed copy's size against a balanced teacher's and a balanced student's training
     # images, for the estimates (a long-tailed student trains on the whole long-tailed copy)
-    share = (long_tail_images(scale) / (CIFAR10_CLASSES * CIFAR10_TRAIN_PER_CLASS * (1 - v.val_fraction))
-             if lt else 0.0)
-    student_images = CIFAR10_CLASSES * (v.student_train_per_class or CIFAR10_TRAIN_PER_CLASS * (1 - v.val_fraction))
-    student_share = long_tail_images(scale) / student_images if lt else 0.0
+    teacher_images = CIFAR10_CLASSES * CIFAR10_TRAIN_PER_CLASS * (1 - v.val_fraction)
+    student_images = CIFAR10_CLASSES * v.student_train_per_class if v.student_train_per_class else teacher_images
+    lt_images = long_tail_images(scale) if lt else 0
+    share, student_share = lt_images / teacher_images, lt_images / student_images
     if lt:
         for name, ls in teachers:
             runs.append(Run(f"vision/lt_{name}", "vision", "vision_train",
