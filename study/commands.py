@@ -8,7 +8,7 @@ import sys
 from typing import Dict, List, Optional
 
 from lskd_fairseq import integrity, warning_filters
-from lskd_study import study_plan
+from lskd_study import speeds, study_plan
 from lskd_vision import option_table
 
 
@@ -84,7 +84,7 @@ class Commands:
                "--out", self.vision_dir(r.id.split("/", 1)[1]), "--epochs", str(a["epochs"]),
                "--seed", str(a["seed"]), *option_table.to_argv({**data, "workers": 0, "threads": self.threads,
                                                                 "progress": False})]
-        return cmd + study_plan.amp_args(v.extra)  # the teacher runs in the students' precision
+        return cmd + speeds.amp_args(v.extra)  # the teacher runs in the students' precision
 
     def recipe_cmd(self, r: study_plan.Run) -> List[str]:
         seed = r.args.get("seed")

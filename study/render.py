@@ -10,14 +10,14 @@ import time
 from typing import Dict, List, Optional
 
 from . import paper_numbers
-from . import study_plan
+from . import speeds, study_plan
 from .study_plan import fmt_dur
 from .collect import (CACHE_SAVINGS_HOW, NMT_NAMES, acc, accounts, bleu, cache_savings, cache_savings_line, load_json, ran_on,
                       ls_convention, mean_std_text, paired, seed_values)
 from .stats import INCONCLUSIVE, paired_diffs, t_interval
 from .verdicts import MARGINS_WHY, Row, interval_text
 
-BUDGET_S = study_plan.BUDGET_S
+BUDGET_S = speeds.BUDGET_S
 
 
 def f2(x, nd=2, pct=False) -> str:
@@ -74,8 +74,8 @@ def precision_line(study) -> str:
             if cfg:
                 seen[key] = seen.get(key, 0) + 1
     recorded = "; ".join(f"{n} run(s) in {p} ({mf})" for (p, mf), n in sorted(seen.items())) or "none yet"
-    return (f"**Precision:** the plan chose `{study_plan.PRECISION}` for CPU runs "
-            f"({study_plan.precision_reason()}). Vision runs recorded: {recorded}. NMT: the recipe's "
+    return (f"**Precision:** the plan chose `{speeds.PRECISION}` for CPU runs "
+            f"({speeds.precision_reason()}). Vision runs recorded: {recorded}. NMT: the recipe's "
             f"`BF16={study.scale.nmt.recipe_options.get('BF16', 'auto')}`.")
 
 
@@ -140,7 +140,7 @@ def time_section(study, L: List[str]) -> None:
                  f"{fmt_dur(span)} on {study.jobs} job slot(s): over the {BUDGET_S // 3600} h target. By group: "
                  + "; ".join(f"{k} {fmt_dur(s)}" for k, s in sorted(groups.items()))
                  + ". The estimates come from single-thread throughput measured on the 2-core machine "
-                 "(`study_plan.TRAIN_IMG_PER_S`); the measured times above replace them once the runs finish.")
+                 "(`lskd_study.speeds.TRAIN_IMG_PER_S`); the measured times above replace them once the runs finish.")
     L.append("")
 
 

@@ -158,7 +158,7 @@ def dry_run(st: Study) -> int:
     total = sum(r.est_s for r in st.runs)
     span = study_plan.estimate_makespan(st.runs, st.jobs)
     console.result(f"estimated: {fmt_dur(total)} of run time, about {fmt_dur(span)} on {st.jobs} job slot(s) "
-          f"({st.seeds_text()}; first estimates, see study_plan.py)")
+          f"({st.seeds_text()}; first estimates from the speeds in study/speeds.py)")
     console.result(study_plan.plan_time_line(st.scale_name, st.runs, st.jobs))
     return 0
 
